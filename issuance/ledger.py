@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum
 
 from catalogue.choices import LedgerEntryKind
-from catalogue.models import Customer, CustomerGroup
+from catalogue.models import POINTS, Customer, CustomerGroup
 
 from .models import LedgerEntry, PointsAccount
 
 _REFERENCE_ALPHABET = string.ascii_letters + string.digits
+# What the points columns hold exactly: 4 decimal places, 14 integer digits.
+_POINTS_QUANTUM = Decimal(1).scaleb(-POINTS["decimal_places"])
+_POINTS_LIMIT = Decimal(10) ** (POINTS["max_digits"] - POINTS["decimal_places"])
 
 
 class LedgerError(Exception):
@@ -56,6 +59,24 @@ def account_lock(account_id: int, *, nowait: bool = False) -> PointsAccount:
     return PointsAccount.objects.select_for_update(nowait=nowait, of=("self",)).get(pk=account_id)
 
 
+def _amount_checked(amount: Decimal, what: str) -> Decimal:
+    """Refuse anything but a positive Decimal the points columns store exactly.
+
+    A finer amount (``1.00005``) would be rounded by the database separately in the entry and
+    in the balance, and the two would drift apart (or the entry would round to 0)."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"points are Decimal, never {type(amount).__name__}")
+    if not amount.is_finite():
+        raise LedgerError(f"{what} must be a finite number, not {amount}")
+    if amount <= 0:
+        raise LedgerError(f"{what} must be positive")
+    if amount >= _POINTS_LIMIT:
+        raise LedgerError(f"{what} must be below {_POINTS_LIMIT}")
+    if amount != amount.quantize(_POINTS_QUANTUM):
+        raise LedgerError(f"{what} has more than {POINTS['decimal_places']} decimal places: {amount}")
+    return amount
+
+
 def _append(
     account: PointsAccount, *, kind: str, amount: Decimal, reason: str, actor=None, line=None, reverses=None
 ) -> LedgerEntry:
@@ -86,8 +107,7 @@ def _append(
 
 def points_credit(*, account_id: int, amount: Decimal, reason: str, actor=None) -> LedgerEntry:
     """Add points. Locks the account; atomic."""
-    if amount <= 0:
-        raise LedgerError("a credit must be positive")
+    _amount_checked(amount, "a credit")
     with transaction.atomic():
         account = account_lock(account_id)
         return _append(account, kind=LedgerEntryKind.CREDIT, amount=amount, reason=reason, actor=actor)
@@ -96,8 +116,7 @@ def points_credit(*, account_id: int, amount: Decimal, reason: str, actor=None) 
 def points_debit(*, account_id: int, amount: Decimal, reason: str, actor=None) -> LedgerEntry:
     """Take points away by hand (not a redemption). Refused if it would overdraw the
     available balance. Locks the account; atomic."""
-    if amount <= 0:
-        raise LedgerError("a debit amount must be positive")
+    _amount_checked(amount, "a debit amount")
     with transaction.atomic():
         account = account_lock(account_id)
         return _append(account, kind=LedgerEntryKind.DEBIT, amount=-amount, reason=reason, actor=actor)
@@ -108,8 +127,7 @@ def points_redeem_locked(
 ) -> LedgerEntry:
     """Deduct points for an issued reward. The caller holds the account's lock and the
     transaction; the engine uses this so the deduction and the issued units commit together."""
-    if amount <= 0:
-        raise LedgerError("a redemption must be positive")
+    _amount_checked(amount, "a redemption")
     return _append(account, kind=LedgerEntryKind.REDEMPTION, amount=-amount, reason=reason, actor=actor, line=line)
 
 
@@ -142,19 +160,40 @@ class AccountCheck:
         return self.balance == self.opening_balance + self.entries_sum
 
 
+def _check_rows(accounts: QuerySet[PointsAccount]) -> QuerySet:
+    """(id, balance, opening, entries sum) per account, read by ONE statement so balance and
+    sum come from the same snapshot: a writer committing between two separate reads would
+    otherwise show up as a false disagreement while the system is live."""
+    entries_sum = (
+        LedgerEntry.objects.filter(account=OuterRef("pk"))
+        .order_by()
+        .values("account")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
+    return (
+        accounts.order_by("pk")
+        .annotate(entries_sum=Subquery(entries_sum, output_field=DecimalField(**POINTS)))
+        .values_list("id", "balance", "opening_balance", "entries_sum")
+    )
+
+
+def _as_check(row) -> AccountCheck:
+    account_id, balance, opening, total = row
+    # SQLite sums the column as floats; the true sum has the column's 4 decimal places.
+    total = Decimal(0) if total is None else Decimal(total).quantize(_POINTS_QUANTUM)
+    return AccountCheck(account_id, balance, opening, total)
+
+
 def account_check(account_id: int) -> AccountCheck:
     """Compare the stored balance with opening balance + the sum of its entries."""
-    account = PointsAccount.objects.get(pk=account_id)
-    total = LedgerEntry.objects.filter(account_id=account_id).aggregate(s=Sum("amount"))["s"] or Decimal(0)
-    return AccountCheck(account.pk, account.balance, account.opening_balance, total)
+    row = _check_rows(PointsAccount.objects.filter(pk=account_id)).first()
+    if row is None:
+        raise PointsAccount.DoesNotExist(f"no points account {account_id}")
+    return _as_check(row)
 
 
 def accounts_check_all() -> list[AccountCheck]:
     """Every account whose balance disagrees with its ledger (empty when all is well)."""
-    sums = dict(LedgerEntry.objects.values_list("account_id").annotate(s=Sum("amount")).values_list("account_id", "s"))
-    bad = []
-    for account_id, balance, opening in PointsAccount.objects.values_list("id", "balance", "opening_balance"):
-        check = AccountCheck(account_id, balance, opening, sums.get(account_id) or Decimal(0))
-        if not check.ok:
-            bad.append(check)
-    return bad
+    checks = map(_as_check, _check_rows(PointsAccount.objects.all()).iterator(chunk_size=2000))
+    return [check for check in checks if not check.ok]

@@ -152,6 +152,11 @@ class Issuance(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("api_issue", "Can issue and list rewards through the API"),
+            ("staff_issue", "Can issue goodwill rewards from the staff pages"),
+            ("approve_goodwill", "Can approve another staff member's goodwill issue"),
+        ]
         indexes = [
             models.Index(fields=["org", "-created_at"], name="issuance_org_recent"),
             models.Index(fields=["customer", "-created_at"], name="issuance_customer_recent"),
@@ -300,11 +305,11 @@ class IdempotencyRecord(models.Model):
 
 
 class ValidationCode(models.Model):
-    """R3: a one-time code issued to a customer; only its hash is stored."""
+    """R3: a one-time code issued to a customer (see issuance.validation_codes)."""
 
     org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="validation_codes")
-    code_hash = models.CharField(max_length=128)
+    nonce = models.CharField(max_length=64, help_text="The code is an HMAC of this under SECRET_KEY; never stored.")
     expires_at = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)
     used_at = models.DateTimeField(null=True, blank=True)

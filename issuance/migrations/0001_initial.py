@@ -171,7 +171,7 @@ class Migration(migrations.Migration):
             name='ValidationCode',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code_hash', models.CharField(max_length=128)),
+                ('nonce', models.CharField(help_text='The code is an HMAC of this under SECRET_KEY; never stored.', max_length=64)),
                 ('expires_at', models.DateTimeField()),
                 ('attempts', models.PositiveSmallIntegerField(default=0)),
                 ('used_at', models.DateTimeField(blank=True, null=True)),

@@ -1,0 +1,198 @@
+"""factory_boy factories for the catalogue and issuance models."""
+
+import datetime
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from catalogue import choices
+from catalogue import models as cm
+from issuance import models as im
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pass")
+
+
+class OrganisationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Organisation
+
+    name = factory.Sequence(lambda n: f"Org {n}")
+    allow_skip_validation = True
+
+
+class UserProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.UserProfile
+
+    user = factory.SubFactory(UserFactory)
+    org = factory.SubFactory(OrganisationFactory)
+
+
+class BrandFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Brand
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"BRAND{n}")
+
+
+class TillFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Till
+
+    org = factory.SubFactory(OrganisationFactory)
+    code = factory.Sequence(lambda n: f"till{n}")
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Customer
+
+    org = factory.SubFactory(OrganisationFactory)
+    mobile = factory.Sequence(lambda n: f"91{9000000000 + n}")
+    email = factory.Sequence(lambda n: f"customer{n}@example.com")
+    external_id = factory.Sequence(lambda n: f"ext{n}")
+    first_name = "Test"
+    last_name = factory.Sequence(lambda n: f"Customer{n}")
+
+
+class PointsAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = im.PointsAccount
+
+    customer = factory.SubFactory(CustomerFactory)
+    org = factory.SelfAttribute("customer.org")
+    opening_balance = Decimal("0")
+    balance = factory.SelfAttribute("opening_balance")
+
+
+class CategoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Category
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"category{n}")
+
+
+class RewardFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Reward
+
+    brand = factory.SubFactory(BrandFactory)
+    org = factory.SelfAttribute("brand.org")
+    name = factory.Sequence(lambda n: f"Reward {n}")
+    redemption_type = choices.RedemptionType.PHYSICAL_REWARD
+    start_time = factory.LazyFunction(lambda: timezone.now() - datetime.timedelta(days=30))
+    end_time = factory.LazyFunction(lambda: timezone.now() + datetime.timedelta(days=365))
+    intouch_points = Decimal("10")
+
+
+class PaymentConfigFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.PaymentConfig
+
+    reward = factory.SubFactory(RewardFactory)
+    mode = choices.PaymentMode.POINTS
+    points = Decimal("50")
+
+
+class CouponSeriesFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.CouponSeries
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"Series {n}")
+    valid_till = factory.LazyFunction(lambda: timezone.now() + datetime.timedelta(days=90))
+
+
+class SegmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Segment
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"segment{n}")
+
+
+class PartitionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Partition
+
+    segment = factory.SubFactory(SegmentFactory)
+    name = factory.Sequence(lambda n: f"partition{n}")
+
+
+class CardSeriesFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.CardSeries
+
+    org = factory.SubFactory(OrganisationFactory)
+    code = factory.Sequence(lambda n: f"CS{n}")
+
+
+class LabelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Label
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"label{n}")
+
+
+class VendorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.Vendor
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"vendor{n}")
+
+
+class FulfillmentStatusFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.FulfillmentStatus
+
+    org = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"STATUS{n}")
+
+
+class CustomerGroupFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = cm.CustomerGroup
+
+    primary_member = factory.SubFactory(CustomerFactory)
+    org = factory.SelfAttribute("primary_member.org")
+    name = factory.Sequence(lambda n: f"group{n}")
+
+
+class IssuanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = im.Issuance
+
+    account = factory.SubFactory(PointsAccountFactory)
+    customer = factory.SelfAttribute("account.customer")
+    org = factory.SelfAttribute("account.org")
+    till = factory.SubFactory(TillFactory, org=factory.SelfAttribute("..org"))
+    actor = factory.SubFactory(UserFactory)
+    status = im.IssuanceStatus.SUCCESS
+    response_code = 200
+
+
+class IssuanceLineFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = im.IssuanceLine
+
+    issuance = factory.SubFactory(IssuanceFactory)
+    org = factory.SelfAttribute("issuance.org")
+    customer = factory.SelfAttribute("issuance.customer")
+    reward = factory.SubFactory(RewardFactory, brand__org=factory.SelfAttribute("...org"))
+    redemption_type = factory.SelfAttribute("reward.redemption_type")
+    requested_quantity = 1
+    quantity = 1
+    status = im.LineStatus.ISSUED
