@@ -138,6 +138,7 @@ class Customer(models.Model):
                 name="customer_has_an_identifier",
             ),
             models.UniqueConstraint(fields=["org", "primary_value"], name="customer_unique_primary_per_org"),
+            models.CheckConstraint(condition=~Q(primary_value=""), name="customer_has_primary_identifier"),
         ]
         indexes = [
             models.Index(fields=["org", "mobile"], name="customer_org_mobile"),
@@ -602,13 +603,16 @@ class PaymentConfig(models.Model):
         ordering = ["reward_id", "id"]
         constraints = [
             models.CheckConstraint(
-                condition=~Q(mode="CONV_RATIO") | Q(conversion_ratio__gt=0), name="conv_ratio_positive"
+                condition=~Q(mode="CONV_RATIO") | Q(conversion_ratio__isnull=False, conversion_ratio__gt=0),
+                name="conv_ratio_positive",
             ),
             models.CheckConstraint(
-                condition=~Q(mode__in=["POINTS", "POINTS_CASH"]) | Q(points__gte=0), name="points_config_has_points"
+                condition=~Q(mode__in=["POINTS", "POINTS_CASH"]) | Q(points__isnull=False, points__gte=0),
+                name="points_config_has_points",
             ),
             models.CheckConstraint(
-                condition=~Q(mode__in=["CASH", "POINTS_CASH"]) | Q(cash_amount__gte=0), name="cash_config_has_cash"
+                condition=~Q(mode__in=["CASH", "POINTS_CASH"]) | Q(cash_amount__isnull=False, cash_amount__gte=0),
+                name="cash_config_has_cash",
             ),
         ]
 

@@ -8,6 +8,7 @@ Invariants (checked by ``issuance.ledger.account_check`` and the tests):
 """
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
@@ -145,7 +146,7 @@ class Issuance(models.Model):
     program_id = models.BigIntegerField(null=True, blank=True)
     event_log_id = models.TextField(blank=True)
     event_date_time = models.DateTimeField(null=True, blank=True)
-    params = models.JSONField(null=True, blank=True)
+    params = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
     status = models.CharField(max_length=10, choices=IssuanceStatus.choices)
     response_code = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -196,9 +197,9 @@ class IssuanceLine(models.Model):
     redemption_value = models.DecimalField(**POINTS, null=True, blank=True, help_text="Per unit.")
     total_points = models.DecimalField(**POINTS, default=0, help_text="Points actually deducted.")
     held_points = models.DecimalField(**POINTS, default=0, help_text="Points reserved while PENDING.")
-    tender = models.JSONField(null=True, blank=True)
-    custom_fields = models.JSONField(null=True, blank=True)
-    params = models.JSONField(null=True, blank=True)
+    tender = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
+    custom_fields = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
+    params = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
     event_log_id = models.TextField(null=True, blank=True)
     fulfillment_status = models.ForeignKey(
         FulfillmentStatus, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -244,7 +245,7 @@ class IssuedUnit(models.Model):
     promotion = models.ForeignKey(
         CartPromotion, null=True, blank=True, on_delete=models.PROTECT, related_name="issued_units"
     )
-    vendor_response = models.JSONField(null=True, blank=True, help_text="The vendor entry of the response.")
+    vendor_response = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True, help_text="The vendor entry of the response.")
     points = models.DecimalField(**POINTS, default=0)
     redemption_value = models.DecimalField(**POINTS, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

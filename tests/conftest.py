@@ -45,3 +45,66 @@ def run_concurrently():
         return outcomes
 
     return run
+
+
+# ---------------------------------------------------------------- issuing through the API
+
+import base64  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from tests import factories as f  # noqa: E402
+
+ISSUE_SINGLE = "/api_gateway/rewards/core/v1/user/reward/{}/issue?username=till1&skip_validation=true"
+ISSUE_BULK = "/api_gateway/rewards/core/v1/user/rewards/issue?username=till1&skip_validation=true"
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def api_user_for(org, username: str = "till_user", till_code: str = "till1"):
+    """A till login in ``org`` with the API permission group and till ``till_code``."""
+    from django.contrib.auth.models import Group
+
+    from issuance.groups import API_GROUP
+
+    user = f.UserFactory(username=username)
+    f.UserProfileFactory(user=user, org=org)
+    user.groups.add(Group.objects.get(name=API_GROUP))
+    till = f.TillFactory(org=org, code=till_code)
+    till.users.add(user)
+    return user
+
+
+@pytest.fixture
+def org():
+    return f.OrganisationFactory(name="Demo", allow_skip_validation=True)
+
+
+@pytest.fixture
+def brand(org):
+    return f.BrandFactory(org=org, name="BUKL")
+
+
+@pytest.fixture
+def api_user(org):
+    return api_user_for(org)
+
+
+@pytest.fixture
+def customer(org):
+    return f.CustomerFactory(org=org, mobile="11223569865", email="c1@example.com", external_id="ext-c1")
+
+
+@pytest.fixture
+def account(customer):
+    return f.PointsAccountFactory(customer=customer, opening_balance=Decimal("100000"))
+
+
+@pytest.fixture
+def api(api_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=basic_auth(api_user.username, "pass"))
+    return client

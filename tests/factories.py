@@ -18,7 +18,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pass")
+    password = factory.django.Password("pass")
 
 
 class OrganisationFactory(factory.django.DjangoModelFactory):

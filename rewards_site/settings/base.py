@@ -122,3 +122,18 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+REST_FRAMEWORK.update(
+    {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["issuance.api.authentication.CachedBasicAuthentication"],
+        "DEFAULT_RENDERER_CLASSES": ["issuance.api.renderers.ContractJSONRenderer"],
+        "DEFAULT_PARSER_CLASSES": ["issuance.api.parsers.ContractJSONParser"],
+        "EXCEPTION_HANDLER": "issuance.api.exceptions.contract_exception_handler",
+    }
+)
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rewards"}}
+API_AUTH_CACHE = "default"
+API_AUTH_CACHE_SECONDS = env.int("API_AUTH_CACHE_SECONDS", default=300)
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+API_MAX_BULK_REWARDS = env.int("API_MAX_BULK_REWARDS", default=100)

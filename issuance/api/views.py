@@ -1,0 +1,116 @@
+"""The issue endpoints: validate the input, call ``rewards_issue``, render its result."""
+
+from rest_framework import status as http
+from rest_framework import viewsets
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.response import Response
+
+from issuance.errors import bad_request
+from issuance.resolution import Identifiers, customer_for
+from issuance.services import BULK, SINGLE, IssueRequest, fingerprint, rewards_issue
+from issuance.validation_codes import validation_code_issue
+
+from .permissions import CanIssueThroughApi
+from .serializers import BulkIssueSerializer, IdentifierField, SingleIssueSerializer, common_kwargs, item_from
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
+def query_flag(request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise bad_request(f"{name}: must be true or false")
+
+
+def json_object(request) -> dict:
+    """The body as a JSON object, or a clear 4xx."""
+    if not (request.content_type or "").lower().startswith("application/json"):
+        raise UnsupportedMediaType(request.content_type or "(none)", detail="Content-Type must be application/json")
+    if request.stream is None:
+        raise bad_request("The request body is empty")
+    data = request.data  # parsed (and refused when malformed) by ContractJSONParser
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object")
+    return data
+
+
+def validated(serializer_class, data: dict) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class RewardIssueViewSet(viewsets.ViewSet):
+    """POST …/v1/user/reward/{rewardId}/issue and POST …/v1/user/rewards/issue."""
+
+    permission_classes = [CanIssueThroughApi]
+
+    def _request(self, request, *, mode, items, data) -> IssueRequest:
+        return IssueRequest(
+            org=request.user.profile.org,
+            actor=request.user,
+            till_code=request.query_params.get("username"),
+            mode=mode,
+            items=items,
+            skip_validation=query_flag(request, "skip_validation"),
+            dry_run=query_flag(request, "dryRun"),
+            **common_kwargs(data),
+        )
+
+    def issue_single(self, request, reward_id: int):
+        raw = json_object(request)
+        data = validated(SingleIssueSerializer, raw)
+        reward_id = int(reward_id)
+        item = item_from(data, reward_id=reward_id, fingerprint=fingerprint(SINGLE, reward_id, raw))
+        result = rewards_issue(self._request(request, mode=SINGLE, items=[item], data=data))
+        return Response(result.body, status=result.http_status)
+
+    def issue_bulk(self, request):
+        raw = json_object(request)
+        data = validated(BulkIssueSerializer, raw)
+        context = {k: v for k, v in raw.items() if k != "rewards"}
+        items = [
+            item_from(item, reward_id=item["rewardId"], fingerprint=fingerprint(BULK, context, raw_item))
+            for item, raw_item in zip(data["rewards"], raw["rewards"], strict=True)
+        ]
+        result = rewards_issue(self._request(request, mode=BULK, items=items, data=data))
+        return Response(result.body, status=result.http_status)
+
+
+class ValidationCodeViewSet(viewsets.ViewSet):
+    """POST …/v1/user/validation_code: send the customer a one-time code (R3). The code is
+    delivered to the customer, never returned to the caller."""
+
+    permission_classes = [CanIssueThroughApi]
+
+    def create(self, request):
+        raw = json_object(request)
+        fields = {name: IdentifierField(required=False, allow_null=True) for name in ("mobile", "externalId")}
+        identifiers = {}
+        for name, field in fields.items():
+            if raw.get(name) is not None:
+                identifiers[name] = field.run_validation(raw[name])
+        email = raw.get("email") or raw.get("emailId")
+        if email is not None and not isinstance(email, str):
+            raise bad_request("email: must be a string")
+        customer = customer_for(
+            org=request.user.profile.org,
+            identifiers=Identifiers(
+                mobile=identifiers.get("mobile"), email=email or None, external_id=identifiers.get("externalId")
+            ),
+        )
+        row = validation_code_issue(customer=customer)
+        return Response(
+            {
+                "status": {"success": True, "code": 200, "message": "Validation code sent"},
+                "validTill": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            status=http.HTTP_200_OK,
+        )

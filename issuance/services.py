@@ -1,0 +1,689 @@
+"""The issuance engine: one request object in, one result out (R1–R10).
+
+Every channel — the single and bulk API calls, the connected-orgs call, the staff pages
+and the bulk CSV tool — calls ``rewards_issue``. No rule lives anywhere else.
+
+Locking and atomicity (``rewards_issue``):
+1. Validation and look-ups (no writes, no locks): the request, till, brand, customer,
+   group, rewards, custom fields, fulfillment status, validation code. Failures are 4xx
+   and nothing is stored.
+2. One transaction: lock the customer's points account (and the group's, when the group
+   pays) in primary-key order, with a lock timeout (10004 when another call holds it);
+   lock the idempotency records of the request ids; lock the rows of rewards that have
+   reward-level limits (pk order). Then plan (eligibility, price, limits), check the
+   balance against the sum of the planned points (8004: the whole call fails, nothing
+   written), issue each line (coupon codes taken with SKIP LOCKED from a pool that codes
+   leave), deduct the points actually issued through the ledger, store the outcome
+   under each requestId, commit. A crash anywhere rolls all of it back.
+A dry run does step 1 and the planning of step 2 without locks or writes.
+"""
+
+import datetime
+import hashlib
+import secrets
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from catalogue.choices import (
+    COUPON_REDEMPTION_TYPES,
+    VENDOR_REDEMPTION_TYPES,
+    ConstraintLevel,
+    CustomFieldScope,
+    RedemptionType,
+)
+from catalogue.models import (
+    CouponCode,
+    CustomFieldDefinition,
+    Customer,
+    CustomerGroup,
+    FulfillmentStatus,
+    Organisation,
+    Reward,
+    RewardConstraint,
+)
+from catalogue.validation import custom_field_value_error
+
+from . import jsonio, ledger, responses
+from .eligibility import CustomerFacts, customer_facts, reward_refusal, reward_targets
+from .errors import ErrorCode, IssuanceError, bad_request, insufficient_points, limit_reached, points_not_redeemable
+from .limits import LimitState, format_limit, limit_states
+from .models import (
+    Channel,
+    FulfillmentChange,
+    IdempotencyRecord,
+    IdempotencyState,
+    Issuance,
+    IssuanceLine,
+    IssuanceStatus,
+    IssuedUnit,
+    LineStatus,
+    PointsAccount,
+)
+from .pricing import PaymentRequest, Price, payment_config_choose, price, tender_check
+from .resolution import GroupRef, Identifiers, brand_for, customer_for, group_for, till_for
+from .validation_codes import validation_code_check, validation_code_consume
+
+SINGLE = "single"
+BULK = "bulk"
+LOCK_TIMEOUT_MS = 5000
+_CODE_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass
+class IssueItem:
+    reward_id: int
+    quantity: int = 1
+    payment: PaymentRequest = field(default_factory=PaymentRequest)
+    custom_fields: dict | None = None
+    fulfillment_status: str | None = None
+    params: Any = None
+    request_id: str | None = None
+    event_log_id: str | None = None
+    org_id: int | None = None
+    fingerprint: str = ""
+
+
+@dataclass
+class IssueRequest:
+    org: Organisation
+    actor: Any
+    till_code: str | None
+    mode: str
+    identifiers: Identifiers
+    items: list[IssueItem]
+    brand_name: str | None = None
+    transaction_number: str = ""
+    notes: str = ""
+    program_id: int | None = None
+    event_log_id: str | None = None
+    event_date_time: datetime.datetime | None = None
+    params: Any = None
+    ownership: tuple[str, str] | None = None
+    group: GroupRef = field(default_factory=GroupRef)
+    skip_validation: bool = False
+    validation_code: str | None = None
+    dry_run: bool = False
+    channel: str = Channel.API
+    owner_type: str = ""
+    reason: str = ""
+
+
+@dataclass
+class LinePlan:
+    item: IssueItem
+    reward: Reward
+    error: IssuanceError | None = None
+    price: Price | None = None
+    custom_fields: dict | None = None
+    fulfillment: FulfillmentStatus | None = None
+    record: IdempotencyRecord | None = None
+    line: IssuanceLine | None = None  # an earlier attempt's line (retry of a requestId)
+    prior_units: int = 0
+    units: int = 0  # to issue now
+    limit_error: IssuanceError | None = None
+    limits: list[LimitState] = field(default_factory=list)
+    replay: dict | None = None  # stored result, nothing outstanding
+    coupon_stock: int | None = None
+
+    @property
+    def points(self) -> Decimal:
+        if self.price is None or self.units == 0:
+            return Decimal(0)
+        return self.price.points_for(self.prior_units + self.units) - self.price.points_for(self.prior_units)
+
+
+IssueResult = responses.Result
+
+
+@dataclass
+class _Context:
+    request: IssueRequest
+    org: Organisation
+    till: Any
+    brand: Any
+    customer: Customer
+    group: CustomerGroup | None
+    rewards: dict[int, Reward]
+    facts: CustomerFacts
+    targets: dict
+    definitions: dict[str, CustomFieldDefinition]
+    statuses: dict[str, FulfillmentStatus]
+    validation_row: Any
+    now: datetime.datetime
+
+
+# ---------------------------------------------------------------- step 1: look-ups
+
+
+def _check_items(request: IssueRequest) -> None:
+    if not request.items:
+        raise bad_request("rewards: at least one reward is required")
+    ids = [i.request_id for i in request.items if i.request_id not in (None, "")]
+    if len(ids) != len(set(ids)):
+        raise IssuanceError(ErrorCode.DUPLICATE_REQUEST_ID)
+    for index, item in enumerate(request.items):
+        if item.quantity < 1:
+            raise bad_request(f"rewards[{index}].quantity: must be at least 1")
+        if item.quantity > request.org.max_quantity:
+            raise bad_request(f"rewards[{index}].quantity: must be at most {request.org.max_quantity}")
+        tender_check(item.payment.tender)
+
+
+def _custom_fields_clean(values: dict | None, definitions: dict[str, CustomFieldDefinition], path: str) -> dict | None:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise bad_request(f"{path}: must be an object")
+    clean = {}
+    for name, value in values.items():
+        definition = definitions.get(name)
+        if definition is None:
+            raise bad_request(f"{path}.{name}: no such custom field with scope ISSUE_REWARD")
+        problem = custom_field_value_error(definition.field_type, value, definition.enum_values)
+        if problem:
+            raise bad_request(f"{path}.{name}: {problem}")
+        clean[name] = value
+    for name, definition in definitions.items():
+        if name not in clean:
+            if definition.is_mandatory and not definition.default_value:
+                raise bad_request(f"{path}.{name}: is mandatory")
+            if definition.default_value and definition.is_mandatory:
+                clean[name] = definition.default_value
+    return clean or None
+
+
+def _context(request: IssueRequest, now: datetime.datetime) -> _Context:
+    org = request.org
+    _check_items(request)
+    till = till_for(org=org, code=request.till_code, user=request.actor)
+    brand = brand_for(org=org, name=request.brand_name)
+    customer = customer_for(org=org, identifiers=request.identifiers)
+    group = group_for(org=org, ref=request.group, customer=customer) if request.group.given() else None
+    validation_row = None
+    if not (request.skip_validation and org.allow_skip_validation):
+        validation_row = validation_code_check(customer=customer, code=request.validation_code)
+
+    reward_ids = {item.reward_id for item in request.items}
+    rewards_qs = Reward.objects.filter(org=org, pk__in=reward_ids).select_related(
+        "coupon_series", "cart_promotion", "vendor_redemption"
+    ).prefetch_related("payment_configs")
+    if brand is not None:
+        rewards_qs = rewards_qs.filter(brand=brand)
+    rewards = {r.pk: r for r in rewards_qs}
+    missing = reward_ids - rewards.keys()
+    if missing:
+        raise IssuanceError(ErrorCode.REWARD_NOT_FOUND, f"Reward not found: {min(missing)}")
+
+    definitions = {
+        d.name: d for d in CustomFieldDefinition.objects.filter(org=org, scope=CustomFieldScope.ISSUE_REWARD)
+    }
+    wanted_statuses = {i.fulfillment_status for i in request.items if i.fulfillment_status}
+    statuses = {}
+    if wanted_statuses:
+        statuses = {s.name: s for s in FulfillmentStatus.objects.filter(org=org, enabled=True, name__in=wanted_statuses)}
+    for index, item in enumerate(request.items):
+        if item.fulfillment_status and item.fulfillment_status not in statuses:
+            raise bad_request(
+                f"rewards[{index}].fulfillmentDetails.status: {item.fulfillment_status!r} is not an enabled "
+                "fulfillment status"
+            )
+    return _Context(
+        request=request,
+        org=org,
+        till=till,
+        brand=brand,
+        customer=customer,
+        group=group,
+        rewards=rewards,
+        facts=customer_facts(customer),
+        targets=reward_targets(rewards.keys()),
+        definitions=definitions,
+        statuses=statuses,
+        validation_row=validation_row,
+        now=now,
+    )
+
+
+# ---------------------------------------------------------------- step 2: plan
+
+
+def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[LinePlan]:
+    request = ctx.request
+    single = request.mode == SINGLE
+    plans = []
+    for index, item in enumerate(request.items):
+        reward = ctx.rewards[item.reward_id]
+        path = "customFields" if single else f"rewards[{index}].customFields"
+        plan = LinePlan(
+            item=item,
+            reward=reward,
+            custom_fields=_custom_fields_clean(item.custom_fields, ctx.definitions, path),
+            fulfillment=ctx.statuses.get(item.fulfillment_status) if item.fulfillment_status else None,
+        )
+        record = records.get(item.request_id) if item.request_id else None
+        if record is not None:
+            if record.fingerprint != item.fingerprint:
+                raise IssuanceError(ErrorCode.PAYLOAD_MISMATCH)
+            plan.record = record
+            plan.line = record.line
+            plan.prior_units = record.line.quantity if record.line else 0
+            if record.state == IdempotencyState.DONE and record.line and record.line.status == LineStatus.ISSUED:
+                # Fully answered before: the stored result, whatever has changed since.
+                plan.replay = jsonio.loads(record.response_body)
+        plans.append(plan)
+
+    # Validation errors (400) of any item fail the whole call before anything else.
+    for plan in plans:
+        if plan.replay is not None:
+            continue
+        configs = list(plan.reward.payment_configs.all())
+        try:
+            config = payment_config_choose(plan.reward, configs, plan.item.payment, single=single)
+        except IssuanceError as error:
+            if error.http_status == 400:
+                raise
+            plan.error = error
+            continue
+        plan.price = price(plan.reward, config, plan.item.payment, quantity=plan.item.quantity, single=single)
+
+    for plan in plans:
+        if plan.error is not None or plan.replay is not None:
+            continue
+        plan.error = reward_refusal(
+            plan.reward, facts=ctx.facts, targets=ctx.targets, now=ctx.now, ownership=request.ownership
+        )
+        if plan.error is None and _needs_coupon(plan.reward) and not _series_usable(plan.reward, ctx.now):
+            # Known before issuing: such a line neither issues nor needs points.
+            plan.error = IssuanceError(ErrorCode.COUPON_SERIES_INVALID)
+        if plan.error is None:
+            plan.units = max(plan.price.units - plan.prior_units, 0)
+    _plan_limits(ctx, plans)
+    return plans
+
+
+def _plan_limits(ctx: _Context, plans: list[LinePlan]) -> None:
+    """Cut each line's units to what its limits leave (R6 12005). Lines of one request
+    count against each other in order."""
+    live = [p for p in plans if p.error is None and p.replay is None and p.units > 0]
+    if not live:
+        return
+    reward_ids = {p.reward.pk for p in live}
+    types = {p.reward.redemption_type for p in live}
+    constraints = list(
+        RewardConstraint.objects.filter(org=ctx.org, is_active=True, reward_id__in=reward_ids)
+        | RewardConstraint.objects.filter(
+            org=ctx.org,
+            is_active=True,
+            level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE,
+            redemption_type__in=types,
+        )
+    )
+    if not constraints:
+        return
+    states = limit_states(constraints, customer_id=ctx.customer.pk, org=ctx.org, now=ctx.now)
+    used_in_request: Counter = Counter()
+    for plan in live:
+        applicable = [
+            s
+            for s in states
+            if s.constraint.reward_id == plan.reward.pk
+            or (s.constraint.reward_id is None and s.constraint.redemption_type == plan.reward.redemption_type)
+        ]
+        plan.limits = applicable
+        allowed = plan.units
+        blocking = None
+        for state in applicable:
+            left = state.remaining - used_in_request[state.constraint.pk]
+            per_unit = _kpi_per_unit(state.constraint.kpi, plan)
+            fits = plan.units if per_unit == 0 else int(max(left, Decimal(0)) // per_unit)
+            if fits < allowed:
+                allowed, blocking = fits, state.constraint
+        if blocking is not None:
+            plan.limit_error = limit_reached(
+                frequency=blocking.frequency, limit=format_limit(blocking.limit_value), level=blocking.level
+            )
+            plan.units = allowed
+            if allowed == 0 and plan.prior_units == 0:
+                plan.error = plan.limit_error
+        for state in applicable:
+            used_in_request[state.constraint.pk] += _kpi_per_unit(state.constraint.kpi, plan) * plan.units
+
+
+def _kpi_per_unit(kpi: str, plan: LinePlan) -> Decimal:
+    if kpi == "QUANTITY":
+        return Decimal(1)
+    if plan.price.redemption_value is not None:
+        return plan.price.redemption_value
+    return plan.price.points_per_unit
+
+
+# ---------------------------------------------------------------- step 2: issue
+
+
+def _lock_accounts(ctx: _Context) -> tuple[PointsAccount, PointsAccount]:
+    """(paying account, customer's own account), both locked."""
+    own = ledger.account_for_customer(ctx.customer)
+    paying = ledger.account_for_group(ctx.group) if ctx.group else own
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+    locked = ledger.accounts_lock([own.pk, paying.pk])
+    return locked[paying.pk], locked[own.pk]
+
+
+def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
+    ids = sorted({i.request_id for i in ctx.request.items if i.request_id})
+    if not ids:
+        return {}
+    rows = (
+        IdempotencyRecord.objects.select_for_update(of=("self",))
+        .filter(org=ctx.org, request_id__in=ids)
+        .select_related("line")
+        .order_by("request_id")
+    )
+    return {r.request_id: r for r in rows}
+
+
+def _lock_limited_rewards(ctx: _Context) -> None:
+    """Reward-level limits are shared by all customers: serialise on the reward row."""
+    limited = RewardConstraint.objects.filter(
+        org=ctx.org, is_active=True, level=ConstraintLevel.REWARD, reward_id__in=ctx.rewards.keys()
+    ).values_list("reward_id", flat=True)
+    ids = sorted(set(limited))
+    if ids:
+        list(Reward.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
+
+
+def _needs_coupon(reward: Reward) -> bool:
+    return reward.redemption_type in COUPON_REDEMPTION_TYPES or reward.coupon_series_id is not None
+
+
+def _series_usable(reward: Reward, now) -> bool:
+    series = reward.coupon_series
+    return series is not None and series.enabled and series.valid_till > now
+
+
+def _take_codes(reward: Reward, count: int, now) -> list[tuple[str, datetime.datetime]] | None:
+    """Up to ``count`` codes of the reward's series; None when the series is unusable."""
+    series = reward.coupon_series
+    if not _series_usable(reward, now):
+        return None
+    if series.generate_codes:
+        return [(series.code_prefix + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length)),
+                 series.valid_till) for _ in range(count)]
+    picked = list(
+        CouponCode.objects.select_for_update(skip_locked=True).filter(series=series).order_by().values_list("pk", "code")[:count]
+    )
+    if picked:
+        CouponCode.objects.filter(pk__in=[pk for pk, _ in picked]).delete()
+    return [(code, series.valid_till) for _, code in picked]
+
+
+def _issue_units(plan: LinePlan, line: IssuanceLine, now) -> tuple[list[IssuedUnit], IssuanceError | None]:
+    """Create the units of one line; returns them and the error that stopped short, if any."""
+    reward = plan.reward
+    start = plan.prior_units
+    value = plan.price.redemption_value
+
+    def unit(i: int, **kwargs) -> IssuedUnit:
+        return IssuedUnit(line=line, points=plan.price.unit_points(start + i), redemption_value=value, **kwargs)
+
+    if reward.vendor_redemption_id or reward.redemption_type in VENDOR_REDEMPTION_TYPES:
+        return [], IssuanceError(ErrorCode.VOUCHER_NOT_PRESENT)
+    if _needs_coupon(reward):
+        codes = _take_codes(reward, plan.units, now)
+        if not codes:
+            return [], IssuanceError(ErrorCode.COUPON_SERIES_INVALID)
+        units = [
+            unit(i, coupon_series_id=reward.coupon_series_id, coupon_code=code, code_expiry=expiry)
+            for i, (code, expiry) in enumerate(codes)
+        ]
+        if reward.coupon_series.generate_codes:
+            units = _save_generated(units, reward)
+        else:
+            IssuedUnit.objects.bulk_create(units)
+        shortfall = IssuanceError(ErrorCode.COUPON_SERIES_INVALID) if len(units) < plan.units else None
+        return units, shortfall
+    if reward.redemption_type == RedemptionType.CART_PROMOTION:
+        promotion = reward.cart_promotion
+        if promotion is None or not promotion.enabled or (promotion.valid_till and promotion.valid_till <= now):
+            return [], IssuanceError(ErrorCode.ISSUE_FAILED)
+        units = [unit(i, promotion=promotion) for i in range(plan.units)]
+    else:
+        units = [unit(i) for i in range(plan.units)]
+    IssuedUnit.objects.bulk_create(units)
+    return units, None
+
+
+def _save_generated(units: list[IssuedUnit], reward: Reward) -> list[IssuedUnit]:
+    """Generated codes are unique by the database constraint; a collision draws again."""
+    series = reward.coupon_series
+    for unit in units:
+        for _ in range(5):
+            try:
+                with transaction.atomic():
+                    unit.save()
+                break
+            except IntegrityError:
+                unit.pk = None
+                unit.coupon_code = series.code_prefix + "".join(
+                    secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length)
+                )
+        else:
+            raise RuntimeError("could not draw a unique coupon code")
+    return units
+
+
+def _line_for(plan: LinePlan, issuance: Issuance, ctx: _Context) -> IssuanceLine:
+    if plan.line is not None:
+        return plan.line
+    price_ = plan.price
+    return IssuanceLine.objects.create(
+        issuance=issuance,
+        org=ctx.org,
+        customer=ctx.customer,
+        reward=plan.reward,
+        redemption_type=plan.reward.redemption_type,
+        request_id=plan.item.request_id or None,
+        requested_quantity=plan.item.quantity,
+        status=LineStatus.FAILED,
+        payment_config=price_.config if price_ else None,
+        payment_mode=price_.mode or "" if price_ else "",
+        conversion_ratio=price_.config.conversion_ratio if price_ and price_.config else None,
+        points_per_unit=price_.points_per_unit if price_ else Decimal(0),
+        redemption_value=price_.redemption_value if price_ else None,
+        tender=plan.item.payment.tender,
+        custom_fields=plan.custom_fields,
+        params=plan.item.params,
+        event_log_id=plan.item.event_log_id or ctx.request.event_log_id,
+        fulfillment_status=plan.fulfillment,
+    )
+
+
+def _execute_line(plan: LinePlan, issuance: Issuance, account: PointsAccount, ctx: _Context) -> IssuanceLine:
+    line = _line_for(plan, issuance, ctx)
+    is_new = plan.line is None
+    error = plan.error
+    issued: list[IssuedUnit] = []
+    if error is None and plan.units > 0:
+        issued, error = _issue_units(plan, line, ctx.now)
+    if issued:
+        points = plan.price.points_for(plan.prior_units + len(issued)) - plan.price.points_for(plan.prior_units)
+        if points > 0:
+            ledger.points_redeem_locked(
+                account,
+                amount=points,
+                reason=f"Reward {plan.reward.pk} × {len(issued)} (line {line.pk})",
+                actor=ctx.request.actor,
+                line=line,
+            )
+        line.quantity += len(issued)
+        line.total_points += points
+    target_units = plan.price.units if plan.price else 0
+    if error is None and plan.limit_error is not None and line.quantity < target_units:
+        error = plan.limit_error
+    if line.quantity and line.quantity >= target_units:
+        line.status, line.error_code, line.error_message = LineStatus.ISSUED, None, ""
+    elif line.quantity:
+        line.status = LineStatus.PARTIAL
+        line.error_code, line.error_message = (error.code, error.message) if error else (None, "")
+    else:
+        line.status = LineStatus.FAILED
+        error = error or IssuanceError(ErrorCode.ISSUE_FAILED)
+        line.error_code, line.error_message = error.code, error.message
+    line.save()
+    if is_new and plan.fulfillment is not None:
+        FulfillmentChange.objects.create(
+            line=line, to_status=plan.fulfillment, actor=ctx.request.actor, note="set on issue"
+        )
+    return line
+
+
+def _store_outcome(plan: LinePlan, line: IssuanceLine, body: dict, http_status: int, ctx: _Context) -> None:
+    if not plan.item.request_id:
+        return
+    text = jsonio.dumps(body)
+    if plan.record is None:
+        IdempotencyRecord.objects.create(
+            org=ctx.org,
+            request_id=plan.item.request_id,
+            fingerprint=plan.item.fingerprint,
+            state=IdempotencyState.DONE,
+            line=line,
+            http_status=http_status,
+            response_body=text,
+        )
+    else:
+        record = plan.record
+        record.line, record.state, record.http_status, record.response_body = line, IdempotencyState.DONE, http_status, text
+        record.save(update_fields=["line", "state", "http_status", "response_body", "updated_at"])
+
+
+def _needs_points(plans: list[LinePlan]) -> Decimal:
+    return sum((p.points for p in plans if p.error is None and p.replay is None), Decimal(0))
+
+
+def _execute(ctx: _Context) -> IssueResult:
+    request = ctx.request
+    paying, _own = _lock_accounts(ctx)
+    records = _lock_records(ctx)
+    _lock_limited_rewards(ctx)
+    plans = _plan_lines(ctx, records)
+
+    needed = _needs_points(plans)
+    if needed > 0:
+        if not ctx.org.points_redeemable or not ctx.customer.points_redeemable:
+            raise points_not_redeemable()
+        if paying.available < needed:
+            raise insufficient_points()
+    if ctx.validation_row is not None:
+        validation_code_consume(ctx.validation_row)
+
+    if all(p.replay is not None for p in plans):
+        return responses.result_from_replays(request.mode, plans)
+
+    issuance = Issuance(
+        org=ctx.org,
+        till=ctx.till,
+        brand=ctx.brand,
+        customer=ctx.customer,
+        account=paying,
+        group=ctx.group,
+        group_loyalty_redemption=ctx.group is not None,
+        actor=request.actor,
+        channel=request.channel,
+        owner_type=request.owner_type,
+        reason=request.reason,
+        transaction_number=str(request.transaction_number or "")[:200],
+        notes=request.notes or "",
+        program_id=request.program_id,
+        event_log_id=request.event_log_id or "",
+        event_date_time=request.event_date_time,
+        params=request.params,
+        status=IssuanceStatus.FAILED,
+        response_code=0,
+    )
+    if any(p.line is None and p.replay is None for p in plans):
+        issuance.save()
+    outcomes = []
+    for plan in plans:
+        if plan.replay is not None:
+            outcomes.append(responses.Outcome(plan=plan, line=None, replay=plan.replay))
+            continue
+        line = _execute_line(plan, issuance, paying, ctx)
+        outcomes.append(responses.Outcome(plan=plan, line=line))
+    result = responses.result_from_outcomes(request, outcomes, issuance)
+    for outcome in outcomes:
+        if outcome.line is not None:
+            body, status = responses.stored_body(request.mode, outcome, result)
+            _store_outcome(outcome.plan, outcome.line, body, status, ctx)
+    if issuance.pk is not None:
+        issuance.status = responses.issuance_status(result)
+        issuance.response_code = result.body["status"]["code"]
+        issuance.save(update_fields=["status", "response_code"])
+    return result
+
+
+def rewards_issue(request: IssueRequest) -> IssueResult:
+    """Issue (or, with ``dry_run``, price and check) the rewards of one request.
+
+    Raises ``IssuanceError`` for refusals of the whole call; per-reward refusals are in
+    the result. See the module docstring for what is locked and what is atomic."""
+    now = timezone.now()
+    ctx = _context(request, now)
+    if request.dry_run:
+        plans = _plan_lines(ctx, _records_unlocked(ctx))
+        own = ledger.account_for_customer(ctx.customer)
+        paying = ledger.account_for_group(ctx.group) if ctx.group else own
+        return responses.dry_run_result(ctx, plans, _needs_points(plans), paying.available, _coupon_stock(plans))
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                return _execute(ctx)
+        except IntegrityError as error:
+            # Another call inserted one of our requestIds first (a concurrent duplicate
+            # for another customer); the retry sees its record.
+            if "idempotency_unique_per_org" not in str(error):
+                raise
+            if attempt:
+                raise IssuanceError(ErrorCode.IN_FLIGHT) from error
+        except OperationalError as error:
+            raise _lock_error(error) from error
+    raise IssuanceError(ErrorCode.IN_FLIGHT)
+
+
+def _lock_error(error: DatabaseError) -> IssuanceError:
+    cause = getattr(error, "__cause__", None)
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in ("55P03", "40P01") or "database is locked" in str(error):
+        return IssuanceError(ErrorCode.PARALLEL_CALL)
+    raise error
+
+
+def _coupon_stock(plans: list[LinePlan]) -> dict[int, int]:
+    """Codes a dry run could take now, per coupon reward (counted up to what it needs)."""
+    stock = {}
+    for plan in plans:
+        series = plan.reward.coupon_series
+        if plan.error is not None or series is None or series.generate_codes or plan.units == 0:
+            continue
+        stock[plan.reward.pk] = CouponCode.objects.filter(series=series).values("pk")[: plan.units].count()
+    return stock
+
+
+def _records_unlocked(ctx: _Context) -> dict[str, IdempotencyRecord]:
+    ids = {i.request_id for i in ctx.request.items if i.request_id}
+    if not ids:
+        return {}
+    return {r.request_id: r for r in IdempotencyRecord.objects.filter(org=ctx.org, request_id__in=ids).select_related("line")}
+
+
+def fingerprint(*parts) -> str:
+    """A stable digest of the payload a requestId was first used with (R8)."""
+    return hashlib.sha256(jsonio.dumps(parts).encode()).hexdigest()
