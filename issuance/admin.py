@@ -361,5 +361,5 @@ class ValidationCodeAdmin(ReadOnlyAdmin):
     list_select_related = ("customer", "org")
     list_filter = ("org",)
     search_fields = ("=customer__mobile", "=customer__email", "=customer__external_id")
-    exclude = ("code_hash",)  # a hash of a one-time code: nothing staff need to see
+    exclude = ("nonce",)  # the code derives from it: never shown
     ordering = ("-id",)

@@ -236,13 +236,15 @@ def stored_body(mode: str, outcome: Outcome, result: Result) -> tuple[dict, int]
     return outcome.body, 200 if status in (200, ErrorCode.PARTIAL.code) else http_for_code(status)
 
 
-def issuance_status(result: Result) -> str:
-    code = result.body["status"]["code"]
+def issuance_outcome(mode: str, line_bodies: list[dict]) -> tuple[str, int]:
+    """(status, code) of one Issuance row from its own lines."""
+    top, _http = bulk_top(line_bodies)
+    code = top["code"]
     if code == 200:
-        return IssuanceStatus.SUCCESS
+        return IssuanceStatus.SUCCESS, code
     if code == ErrorCode.PARTIAL.code:
-        return IssuanceStatus.PARTIAL
-    return IssuanceStatus.FAILED
+        return IssuanceStatus.PARTIAL, code
+    return IssuanceStatus.FAILED, code
 
 
 def dry_run_result(ctx, plans, needed: Decimal, available: Decimal, stock: dict[int, int]) -> Result:

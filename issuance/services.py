@@ -71,6 +71,7 @@ from .validation_codes import validation_code_check, validation_code_consume
 
 SINGLE = "single"
 BULK = "bulk"
+CONNECTED = "connected"  # v1.1: bulk across connected orgs, each line names its org
 LOCK_TIMEOUT_MS = 5000
 _CODE_ALPHABET = string.ascii_uppercase + string.digits
 
@@ -87,6 +88,15 @@ class IssueItem:
     event_log_id: str | None = None
     org_id: int | None = None
     fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class OrgDetails:
+    """v1.1 ``orgLevelDetails``: what differs per org of one call."""
+
+    params: Any = None
+    notes: str | None = None
+    group: GroupRef = field(default_factory=GroupRef)
 
 
 @dataclass
@@ -112,10 +122,14 @@ class IssueRequest:
     channel: str = Channel.API
     owner_type: str = ""
     reason: str = ""
+    org_details: dict[int, OrgDetails] = field(default_factory=dict)
+    # Orgs this call may act on (R12 DATA-SCOPE); None: the caller's org only.
+    allowed_org_ids: frozenset[int] | None = None
 
 
 @dataclass
 class LinePlan:
+    index: int  # position in the request
     item: IssueItem
     reward: Reward
     error: IssuanceError | None = None
@@ -143,8 +157,12 @@ IssueResult = responses.Result
 
 @dataclass
 class _Context:
+    """One org's part of a call (a v1 call has exactly one)."""
+
     request: IssueRequest
     org: Organisation
+    items: list[tuple[int, IssueItem]]
+    details: OrgDetails
     till: Any
     brand: Any
     customer: Customer
@@ -170,8 +188,6 @@ def _check_items(request: IssueRequest) -> None:
     for index, item in enumerate(request.items):
         if item.quantity < 1:
             raise bad_request(f"rewards[{index}].quantity: must be at least 1")
-        if item.quantity > request.org.max_quantity:
-            raise bad_request(f"rewards[{index}].quantity: must be at most {request.org.max_quantity}")
         tender_check(item.payment.tender)
 
 
@@ -198,18 +214,36 @@ def _custom_fields_clean(values: dict | None, definitions: dict[str, CustomField
     return clean or None
 
 
-def _context(request: IssueRequest, now: datetime.datetime) -> _Context:
-    org = request.org
-    _check_items(request)
-    till = till_for(org=org, code=request.till_code, user=request.actor)
+def _items_by_org(request: IssueRequest) -> dict[Organisation, list[tuple[int, IssueItem]]]:
+    """R12: each line's org (the caller's unless it names one) must be in the call's scope."""
+    allowed = request.allowed_org_ids if request.allowed_org_ids is not None else frozenset({request.org.pk})
+    by_org: dict[int, list[tuple[int, IssueItem]]] = {}
+    for index, item in enumerate(request.items):
+        org_id = item.org_id or request.org.pk
+        if org_id not in allowed:
+            raise IssuanceError(
+                ErrorCode.FORBIDDEN, f"rewards[{index}].orgId: org {org_id} is outside the DATA-SCOPE of this call"
+            )
+        by_org.setdefault(org_id, []).append((index, item))
+    orgs = {request.org.pk: request.org}
+    if set(by_org) - set(orgs):
+        orgs = Organisation.objects.in_bulk(list(by_org))
+    return {orgs[org_id]: items for org_id, items in by_org.items()}
+
+
+def _context(request: IssueRequest, org: Organisation, items, till, now: datetime.datetime) -> _Context:
+    details = request.org_details.get(org.pk) or OrgDetails(group=request.group)
+    for index, item in items:
+        if item.quantity > org.max_quantity:
+            raise bad_request(f"rewards[{index}].quantity: must be at most {org.max_quantity}")
     brand = brand_for(org=org, name=request.brand_name)
     customer = customer_for(org=org, identifiers=request.identifiers)
-    group = group_for(org=org, ref=request.group, customer=customer) if request.group.given() else None
+    group = group_for(org=org, ref=details.group, customer=customer) if details.group.given() else None
     validation_row = None
     if not (request.skip_validation and org.allow_skip_validation):
         validation_row = validation_code_check(customer=customer, code=request.validation_code)
 
-    reward_ids = {item.reward_id for item in request.items}
+    reward_ids = {item.reward_id for _, item in items}
     rewards_qs = Reward.objects.filter(org=org, pk__in=reward_ids).select_related(
         "coupon_series", "cart_promotion", "vendor_redemption"
     ).prefetch_related("payment_configs")
@@ -223,11 +257,11 @@ def _context(request: IssueRequest, now: datetime.datetime) -> _Context:
     definitions = {
         d.name: d for d in CustomFieldDefinition.objects.filter(org=org, scope=CustomFieldScope.ISSUE_REWARD)
     }
-    wanted_statuses = {i.fulfillment_status for i in request.items if i.fulfillment_status}
+    wanted_statuses = {i.fulfillment_status for _, i in items if i.fulfillment_status}
     statuses = {}
     if wanted_statuses:
         statuses = {s.name: s for s in FulfillmentStatus.objects.filter(org=org, enabled=True, name__in=wanted_statuses)}
-    for index, item in enumerate(request.items):
+    for index, item in items:
         if item.fulfillment_status and item.fulfillment_status not in statuses:
             raise bad_request(
                 f"rewards[{index}].fulfillmentDetails.status: {item.fulfillment_status!r} is not an enabled "
@@ -236,6 +270,8 @@ def _context(request: IssueRequest, now: datetime.datetime) -> _Context:
     return _Context(
         request=request,
         org=org,
+        items=items,
+        details=details,
         till=till,
         brand=brand,
         customer=customer,
@@ -257,10 +293,11 @@ def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[Li
     request = ctx.request
     single = request.mode == SINGLE
     plans = []
-    for index, item in enumerate(request.items):
+    for index, item in ctx.items:
         reward = ctx.rewards[item.reward_id]
         path = "customFields" if single else f"rewards[{index}].customFields"
         plan = LinePlan(
+            index=index,
             item=item,
             reward=reward,
             custom_fields=_custom_fields_clean(item.custom_fields, ctx.definitions, path),
@@ -366,19 +403,26 @@ def _kpi_per_unit(kpi: str, plan: LinePlan) -> Decimal:
 # ---------------------------------------------------------------- step 2: issue
 
 
-def _lock_accounts(ctx: _Context) -> tuple[PointsAccount, PointsAccount]:
-    """(paying account, customer's own account), both locked."""
+def _paying_account(ctx: _Context) -> tuple[PointsAccount, PointsAccount]:
+    """(paying account, customer's own account), not locked; created empty on first use."""
     own = ledger.account_for_customer(ctx.customer)
-    paying = ledger.account_for_group(ctx.group) if ctx.group else own
+    return (ledger.account_for_group(ctx.group) if ctx.group else own), own
+
+
+def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
+    """Lock every account the call touches — each customer's own (limits are per customer)
+    and each paying group's — in one primary-key-ordered statement; returns the paying
+    account per org."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-    locked = ledger.accounts_lock([own.pk, paying.pk])
-    return locked[paying.pk], locked[own.pk]
+    pairs = {ctx.org.pk: _paying_account(ctx) for ctx in ctxs}
+    locked = ledger.accounts_lock([a.pk for pair in pairs.values() for a in pair])
+    return {org_id: locked[paying.pk] for org_id, (paying, _own) in pairs.items()}
 
 
 def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
-    ids = sorted({i.request_id for i in ctx.request.items if i.request_id})
+    ids = sorted({i.request_id for _, i in ctx.items if i.request_id})
     if not ids:
         return {}
     rows = (
@@ -569,26 +613,19 @@ def _needs_points(plans: list[LinePlan]) -> Decimal:
     return sum((p.points for p in plans if p.error is None and p.replay is None), Decimal(0))
 
 
-def _execute(ctx: _Context) -> IssueResult:
-    request = ctx.request
-    paying, _own = _lock_accounts(ctx)
-    records = _lock_records(ctx)
-    _lock_limited_rewards(ctx)
-    plans = _plan_lines(ctx, records)
-
+def _check_points(ctx: _Context, plans: list[LinePlan], paying: PointsAccount) -> None:
+    """R7 step 2: the whole call fails when the priced rewards are not covered."""
     needed = _needs_points(plans)
     if needed > 0:
         if not ctx.org.points_redeemable or not ctx.customer.points_redeemable:
             raise points_not_redeemable()
         if paying.available < needed:
             raise insufficient_points()
-    if ctx.validation_row is not None:
-        validation_code_consume(ctx.validation_row)
 
-    if all(p.replay is not None for p in plans):
-        return responses.result_from_replays(request.mode, plans)
 
-    issuance = Issuance(
+def _new_issuance(ctx: _Context, paying: PointsAccount) -> Issuance:
+    request = ctx.request
+    return Issuance(
         org=ctx.org,
         till=ctx.till,
         brand=ctx.brand,
@@ -601,33 +638,66 @@ def _execute(ctx: _Context) -> IssueResult:
         owner_type=request.owner_type,
         reason=request.reason,
         transaction_number=str(request.transaction_number or "")[:200],
-        notes=request.notes or "",
+        notes=(ctx.details.notes if ctx.details.notes is not None else request.notes) or "",
         program_id=request.program_id,
         event_log_id=request.event_log_id or "",
         event_date_time=request.event_date_time,
-        params=request.params,
+        params=ctx.details.params if ctx.details.params is not None else request.params,
         status=IssuanceStatus.FAILED,
         response_code=0,
     )
-    if any(p.line is None and p.replay is None for p in plans):
-        issuance.save()
+
+
+def _execute(ctxs: list[_Context]) -> IssueResult:
+    request = ctxs[0].request
+    paying_by_org = _lock_accounts(ctxs)
+    planned = []
+    for ctx in ctxs:
+        records = _lock_records(ctx)
+        _lock_limited_rewards(ctx)
+        plans = _plan_lines(ctx, records)
+        _check_points(ctx, plans, paying_by_org[ctx.org.pk])
+        planned.append((ctx, plans))
+    for ctx, _plans in planned:
+        if ctx.validation_row is not None:
+            validation_code_consume(ctx.validation_row)
+
+    all_plans = sorted((p for _, plans in planned for p in plans), key=lambda p: p.index)
+    if all(p.replay is not None for p in all_plans):
+        return responses.result_from_replays(request.mode, all_plans)
+
     outcomes = []
-    for plan in plans:
-        if plan.replay is not None:
-            outcomes.append(responses.Outcome(plan=plan, line=None, replay=plan.replay))
-            continue
-        line = _execute_line(plan, issuance, paying, ctx)
-        outcomes.append(responses.Outcome(plan=plan, line=line))
-    result = responses.result_from_outcomes(request, outcomes, issuance)
+    issuances = []
+    for ctx, plans in planned:
+        paying = paying_by_org[ctx.org.pk]
+        issuance = _new_issuance(ctx, paying)
+        if any(p.line is None and p.replay is None for p in plans):
+            issuance.save()
+            issuances.append(issuance)
+        for plan in plans:
+            if plan.replay is not None:
+                outcomes.append(responses.Outcome(plan=plan, line=None, replay=plan.replay))
+            else:
+                outcomes.append(responses.Outcome(plan=plan, line=_execute_line(plan, issuance, paying, ctx)))
+    outcomes.sort(key=lambda o: o.plan.index)
+    result = responses.result_from_outcomes(request, outcomes, issuances[0] if issuances else None,
+                                            org_ids=request.mode == CONNECTED)
+    ctx_by_org = {ctx.org.pk: ctx for ctx, _ in planned}
     for outcome in outcomes:
         if outcome.line is not None:
             body, status = responses.stored_body(request.mode, outcome, result)
-            _store_outcome(outcome.plan, outcome.line, body, status, ctx)
-    if issuance.pk is not None:
-        issuance.status = responses.issuance_status(result)
-        issuance.response_code = result.body["status"]["code"]
+            _store_outcome(outcome.plan, outcome.line, body, status, ctx_by_org[outcome.line.org_id])
+    for issuance in issuances:
+        lines = [o.body for o in outcomes if o.line is not None and o.line.issuance_id == issuance.pk]
+        issuance.status, issuance.response_code = responses.issuance_outcome(request.mode, lines)
         issuance.save(update_fields=["status", "response_code"])
     return result
+
+
+def _contexts(request: IssueRequest, now) -> list[_Context]:
+    _check_items(request)
+    till = till_for(org=request.org, code=request.till_code, user=request.actor)
+    return [_context(request, org, items, till, now) for org, items in _items_by_org(request).items()]
 
 
 def rewards_issue(request: IssueRequest) -> IssueResult:
@@ -636,16 +706,13 @@ def rewards_issue(request: IssueRequest) -> IssueResult:
     Raises ``IssuanceError`` for refusals of the whole call; per-reward refusals are in
     the result. See the module docstring for what is locked and what is atomic."""
     now = timezone.now()
-    ctx = _context(request, now)
+    ctxs = _contexts(request, now)
     if request.dry_run:
-        plans = _plan_lines(ctx, _records_unlocked(ctx))
-        own = ledger.account_for_customer(ctx.customer)
-        paying = ledger.account_for_group(ctx.group) if ctx.group else own
-        return responses.dry_run_result(ctx, plans, _needs_points(plans), paying.available, _coupon_stock(plans))
+        return _dry_run(ctxs)
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _execute(ctx)
+                return _execute(ctxs)
         except IntegrityError as error:
             # Another call inserted one of our requestIds first (a concurrent duplicate
             # for another customer); the retry sees its record.
@@ -656,6 +723,20 @@ def rewards_issue(request: IssueRequest) -> IssueResult:
         except OperationalError as error:
             raise _lock_error(error) from error
     raise IssuanceError(ErrorCode.IN_FLIGHT)
+
+
+def _dry_run(ctxs: list[_Context]) -> IssueResult:
+    """Plan without locks or writes; what a real call would answer, per line."""
+    all_plans, needed, available, stock = [], Decimal(0), Decimal(0), {}
+    for ctx in ctxs:
+        plans = _plan_lines(ctx, _records_unlocked(ctx))
+        paying, _own = _paying_account(ctx)
+        all_plans.extend(plans)
+        needed += _needs_points(plans)
+        available += paying.available
+        stock.update(_coupon_stock(plans))
+    all_plans.sort(key=lambda p: p.index)
+    return responses.dry_run_result(ctxs[0], all_plans, needed, available, stock)
 
 
 def _lock_error(error: DatabaseError) -> IssuanceError:
@@ -678,7 +759,7 @@ def _coupon_stock(plans: list[LinePlan]) -> dict[int, int]:
 
 
 def _records_unlocked(ctx: _Context) -> dict[str, IdempotencyRecord]:
-    ids = {i.request_id for i in ctx.request.items if i.request_id}
+    ids = {i.request_id for _, i in ctx.items if i.request_id}
     if not ids:
         return {}
     return {r.request_id: r for r in IdempotencyRecord.objects.filter(org=ctx.org, request_id__in=ids).select_related("line")}

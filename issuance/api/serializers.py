@@ -171,6 +171,44 @@ class BulkIssueSerializer(_CommonFields):
         return value
 
 
+class OrgLevelDetailSerializer(serializers.Serializer):
+    orgId = serializers.IntegerField(min_value=1, max_value=MAX_INT)
+    params = AnyJSONField(required=False, allow_null=True)
+    notes = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=5000)
+    userGroup2PrimaryUserId = IdentifierField(required=False, allow_null=True)
+    userGroup2Id = IdentifierField(required=False, allow_null=True)
+    userGroup2ExternalId = IdentifierField(required=False, allow_null=True)
+
+
+class ConnectedIssueSerializer(BulkIssueSerializer):
+    """v1.1 (issue-reward-connected-orgs.txt): per-org details and rewards[].orgId."""
+
+    orgLevelDetails = OrgLevelDetailSerializer(many=True, required=False, max_length=10)
+
+    def validate_orgLevelDetails(self, value):
+        ids = [d["orgId"] for d in value]
+        if len(ids) != len(set(ids)):
+            raise serializers.ValidationError("each orgId at most once")
+        return value
+
+
+def org_details_from(data: dict) -> dict:
+    from issuance.services import OrgDetails
+
+    return {
+        d["orgId"]: OrgDetails(
+            params=d.get("params"),
+            notes=d.get("notes"),
+            group=GroupRef(
+                primary_user_id=d.get("userGroup2PrimaryUserId"),
+                group_id=d.get("userGroup2Id"),
+                external_id=d.get("userGroup2ExternalId"),
+            ),
+        )
+        for d in data.get("orgLevelDetails") or []
+    }
+
+
 def common_kwargs(data: dict) -> dict:
     """The engine's IssueRequest arguments shared by single and bulk calls."""
     ownership = data.get("rewardOwnershipRO")

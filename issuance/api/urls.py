@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from .views import RewardIssueViewSet, ValidationCodeViewSet
+from .views import ConnectedIssueViewSet, RewardIssueViewSet, ValidationCodeViewSet
 
 PREFIX = r"^api_gateway/rewards/core/"
 
@@ -16,6 +16,11 @@ urlpatterns = [
         PREFIX + r"v1/user/rewards/issue/?$",
         RewardIssueViewSet.as_view({"post": "issue_bulk"}),
         name="reward-issue-bulk",
+    ),
+    re_path(
+        PREFIX + r"v1\.1/user/rewards/issue/?$",
+        ConnectedIssueViewSet.as_view({"post": "issue_connected"}),
+        name="reward-issue-connected",
     ),
     re_path(
         PREFIX + r"v1/user/validation_code/?$",

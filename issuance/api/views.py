@@ -5,13 +5,22 @@ from rest_framework import viewsets
 from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.response import Response
 
-from issuance.errors import bad_request
+from catalogue.models import Organisation
+from issuance.errors import ErrorCode, IssuanceError, bad_request
 from issuance.resolution import Identifiers, customer_for
-from issuance.services import BULK, SINGLE, IssueRequest, fingerprint, rewards_issue
+from issuance.services import BULK, CONNECTED, SINGLE, IssueRequest, fingerprint, rewards_issue
 from issuance.validation_codes import validation_code_issue
 
 from .permissions import CanIssueThroughApi
-from .serializers import BulkIssueSerializer, IdentifierField, SingleIssueSerializer, common_kwargs, item_from
+from .serializers import (
+    BulkIssueSerializer,
+    ConnectedIssueSerializer,
+    IdentifierField,
+    SingleIssueSerializer,
+    common_kwargs,
+    item_from,
+    org_details_from,
+)
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -81,6 +90,60 @@ class RewardIssueViewSet(viewsets.ViewSet):
             for item, raw_item in zip(data["rewards"], raw["rewards"], strict=True)
         ]
         result = rewards_issue(self._request(request, mode=BULK, items=items, data=data))
+        return Response(result.body, status=result.http_status)
+
+
+MAX_SCOPE_ORGS = 2
+
+
+def data_scope_orgs(request, *, write: bool) -> frozenset[int]:
+    """R12: the orgs a call may act on, from the DATA-SCOPE / DATA-SCOPE-ORG headers.
+
+    SELF (default): the caller's org. OTHER: the orgs listed in DATA-SCOPE-ORG (at most
+    2), each a child of the caller's org. ALL: the caller's org and all its children, on
+    GET only. Anything else is refused with 403."""
+    org = request.user.profile.org
+    scope = (request.headers.get("DATA-SCOPE") or "SELF").strip().upper()
+    if scope == "SELF":
+        return frozenset({org.pk})
+    if scope == "ALL":
+        if write:
+            raise IssuanceError(ErrorCode.FORBIDDEN, "DATA-SCOPE ALL is allowed only on GET")
+        return frozenset({org.pk, *Organisation.objects.filter(parent=org).values_list("pk", flat=True)})
+    if scope != "OTHER":
+        raise IssuanceError(ErrorCode.FORBIDDEN, "DATA-SCOPE must be SELF, OTHER or ALL")
+    raw = [part.strip() for part in (request.headers.get("DATA-SCOPE-ORG") or "").split(",") if part.strip()]
+    if not raw or len(raw) > MAX_SCOPE_ORGS or not all(part.isdigit() and len(part) < 19 for part in raw):
+        raise IssuanceError(
+            ErrorCode.FORBIDDEN, f"DATA-SCOPE OTHER needs DATA-SCOPE-ORG with 1 to {MAX_SCOPE_ORGS} org ids"
+        )
+    wanted = {int(part) for part in raw}
+    children = set(Organisation.objects.filter(parent=org, pk__in=wanted).values_list("pk", flat=True))
+    if children != wanted:
+        raise IssuanceError(
+            ErrorCode.FORBIDDEN, "DATA-SCOPE-ORG may only name child orgs connected to the caller's org"
+        )
+    return frozenset(wanted)
+
+
+class ConnectedIssueViewSet(RewardIssueViewSet):
+    """POST …/v1.1/user/rewards/issue/ (issue-reward-connected-orgs.txt)."""
+
+    def issue_connected(self, request):
+        allowed = data_scope_orgs(request, write=True)
+        raw = json_object(request)
+        data = validated(ConnectedIssueSerializer, raw)
+        default_org = next(iter(allowed)) if len(allowed) == 1 else request.user.profile.org.pk
+        context = {k: v for k, v in raw.items() if k != "rewards"}
+        items = []
+        for item, raw_item in zip(data["rewards"], raw["rewards"], strict=True):
+            issue_item = item_from(item, reward_id=item["rewardId"], fingerprint=fingerprint(CONNECTED, context, raw_item))
+            issue_item.org_id = issue_item.org_id or default_org
+            items.append(issue_item)
+        issue_request = self._request(request, mode=CONNECTED, items=items, data=data)
+        issue_request.org_details = org_details_from(data)
+        issue_request.allowed_org_ids = allowed
+        result = rewards_issue(issue_request)
         return Response(result.body, status=result.http_status)
 
 
