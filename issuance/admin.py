@@ -159,7 +159,15 @@ class PointsAccountAdmin(ScopedAdmin):
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (admin_link(e, e.reference_id), e.created_at, e.kind, e.amount, e.balance_after, e.actor or "", e.reason)
+                (
+                    admin_link(e, e.reference_id),
+                    e.created_at,
+                    e.kind,
+                    e.amount,
+                    e.balance_after,
+                    e.actor or "",
+                    e.reason,
+                )
                 for e in entries
             ),
         )
@@ -174,7 +182,7 @@ class PointsAccountAdmin(ScopedAdmin):
 
     @admin.action(description="Credit or debit points of the selected accounts", permissions=["adjust"])
     def adjust_points(self, request, queryset):
-        accounts = list(queryset.order_by("pk")[: MAX_ACCOUNTS_PER_ADJUSTMENT + 1])
+        accounts = list(queryset.select_related("customer", "group").order_by("pk")[: MAX_ACCOUNTS_PER_ADJUSTMENT + 1])
         if len(accounts) > MAX_ACCOUNTS_PER_ADJUSTMENT:
             self.message_user(
                 request, f"Select at most {MAX_ACCOUNTS_PER_ADJUSTMENT} accounts at a time.", messages.ERROR

@@ -131,6 +131,27 @@ def points_redeem_locked(
     return _append(account, kind=LedgerEntryKind.REDEMPTION, amount=-amount, reason=reason, actor=actor, line=line)
 
 
+def points_hold_locked(account: PointsAccount, *, amount: Decimal) -> None:
+    """Reserve points for a PENDING (vendor) issuance: they stay in the balance but are no
+    longer available, so concurrent calls cannot spend them. No ledger entry: the balance
+    does not change. The caller holds the account's lock and the transaction."""
+    _amount_checked(amount, "a hold")
+    if account.balance - account.held < amount:
+        raise LedgerError(f"insufficient points to hold {amount}")
+    account.held += amount
+    account.save(update_fields=["held", "updated_at"])
+
+
+def points_release_locked(account: PointsAccount, *, amount: Decimal) -> None:
+    """Give back a hold (before deducting what was really issued). Caller holds the lock."""
+    if amount <= 0:
+        return
+    if amount > account.held:
+        raise LedgerError(f"cannot release {amount}: only {account.held} held")
+    account.held -= amount
+    account.save(update_fields=["held", "updated_at"])
+
+
 def entry_reverse(*, entry_id: int, reason: str, actor=None) -> LedgerEntry:
     """Undo an entry with a new opposite entry. Locks the account; atomic."""
     with transaction.atomic():

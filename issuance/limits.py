@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Case, DecimalField, F, Q, Sum, When
+from django.db.models import Case, DecimalField, F, Sum, When
 from django.db.models.functions import Coalesce
 
 from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency, Weekday, WindowType
@@ -79,23 +79,19 @@ def window_for(constraint: RewardConstraint, *, now: datetime.datetime, tz_name:
     )
 
 
-# A line's contribution to a REDEMPTION_VALUE limit: its value rewards' total value,
-# else the points it cost.
+# A line's contribution to a REDEMPTION_VALUE limit: the value of what it issued or holds
+# (value rewards), else the points it cost or holds.
 _LINE_VALUE = Case(
-    When(redemption_value__isnull=False, then=F("redemption_value") * F("quantity")),
-    default=F("total_points"),
+    When(redemption_value__isnull=False, then=F("redemption_value") * (F("quantity") + F("pending_units"))),
+    default=F("total_points") + F("held_points"),
     output_field=DecimalField(max_digits=18, decimal_places=4),
 )
-
-
-def _kpi_sum(constraint: RewardConstraint):
-    if constraint.kpi == ConstraintKpi.QUANTITY:
-        return Coalesce(Sum("quantity"), 0, output_field=DecimalField(max_digits=18, decimal_places=4))
-    return Coalesce(Sum(_LINE_VALUE), Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=4))
+_LINE_UNITS = F("quantity") + F("pending_units")
 
 
 def consumed(constraint: RewardConstraint, *, customer_id: int, window: Window) -> Decimal:
-    """How much of ``constraint`` is used up in ``window`` (one aggregate query)."""
+    """How much of ``constraint`` is used up in ``window`` (one aggregate query), counting
+    the units PENDING lines are fetching from a vendor."""
     lines = IssuanceLine.objects.filter(status__in=_COUNTED)
     if constraint.level == ConstraintLevel.REWARD:
         lines = lines.filter(reward_id=constraint.reward_id)
@@ -107,18 +103,11 @@ def consumed(constraint: RewardConstraint, *, customer_id: int, window: Window) 
         )
     if window.start is not None:
         lines = lines.filter(created_at__gte=window.start)
-    # PENDING lines hold their planned units in requested_quantity until settled.
+    expression = _LINE_UNITS if constraint.kpi == ConstraintKpi.QUANTITY else _LINE_VALUE
     total = lines.aggregate(
-        q=_kpi_sum(constraint),
-        pending=Coalesce(
-            Sum("requested_quantity", filter=Q(status=LineStatus.PENDING)),
-            0,
-            output_field=DecimalField(max_digits=18, decimal_places=4),
-        ),
-    )
-    if constraint.kpi == ConstraintKpi.QUANTITY:
-        return Decimal(total["q"]) + Decimal(total["pending"])
-    return Decimal(total["q"])
+        v=Coalesce(Sum(expression), Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=4))
+    )["v"]
+    return Decimal(total)
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,9 @@ class IssuanceLine(models.Model):
     request_id = models.TextField(null=True, blank=True)
     requested_quantity = models.PositiveIntegerField()
     quantity = models.PositiveIntegerField(default=0, help_text="Units actually issued.")
+    planned_units = models.PositiveIntegerField(
+        default=0, help_text="Units the price was for (R4: one unit for a CONV_RATIO quantity-as-value line)."
+    )
     status = models.CharField(max_length=10, choices=LineStatus.choices)
     error_code = models.IntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
@@ -197,6 +200,7 @@ class IssuanceLine(models.Model):
     redemption_value = models.DecimalField(**POINTS, null=True, blank=True, help_text="Per unit.")
     total_points = models.DecimalField(**POINTS, default=0, help_text="Points actually deducted.")
     held_points = models.DecimalField(**POINTS, default=0, help_text="Points reserved while PENDING.")
+    pending_units = models.PositiveIntegerField(default=0, help_text="Units being fetched from the vendor.")
     tender = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
     custom_fields = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
     params = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
@@ -205,6 +209,7 @@ class IssuanceLine(models.Model):
         FulfillmentStatus, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     needs_attention = models.BooleanField(default=False, help_text="Flagged for staff by recovery.")
+    diagnostic = models.TextField(blank=True, help_text="What went wrong, for staff (never sent to clients).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -217,7 +222,7 @@ class IssuanceLine(models.Model):
             models.CheckConstraint(condition=Q(total_points__gte=0), name="line_points_not_negative"),
             models.CheckConstraint(condition=Q(held_points__gte=0), name="line_held_not_negative"),
             models.CheckConstraint(
-                condition=Q(status="PENDING") | Q(held_points=0), name="line_holds_only_while_pending"
+                condition=Q(status="PENDING") | Q(held_points=0, pending_units=0), name="line_holds_only_while_pending"
             ),
         ]
         indexes = [
@@ -245,7 +250,12 @@ class IssuedUnit(models.Model):
     promotion = models.ForeignKey(
         CartPromotion, null=True, blank=True, on_delete=models.PROTECT, related_name="issued_units"
     )
-    vendor_response = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True, help_text="The vendor entry of the response.")
+    vendor_response = models.JSONField(
+        encoder=DjangoJSONEncoder, null=True, blank=True, help_text="The vendor entry of the response."
+    )
+    vendor_reference = models.CharField(
+        max_length=64, blank=True, help_text="The reference sent to the vendor for this unit (line-unit)."
+    )
     points = models.DecimalField(**POINTS, default=0)
     redemption_value = models.DecimalField(**POINTS, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -292,6 +302,7 @@ class IdempotencyRecord(models.Model):
     org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     request_id = models.TextField()
     fingerprint = models.CharField(max_length=64)
+    shape = models.CharField(max_length=10, default="bulk", help_text="Response shape: single, bulk or connected.")
     state = models.CharField(max_length=10, choices=IdempotencyState.choices, default=IdempotencyState.IN_FLIGHT)
     line = models.ForeignKey(IssuanceLine, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from catalogue.choices import COUPON_REDEMPTION_TYPES, CONV_RATIO_REDEMPTION_TYPES, PaymentMode
 
 from .errors import ErrorCode, IssuanceError
-from .models import IssuanceStatus, IssuedUnit, LedgerEntry, LineStatus
+from .models import IssuanceLine, IssuanceStatus, IssuedUnit, LedgerEntry, LineStatus
 
 SUCCESS = {"success": True, "code": 200, "message": "Reward issued successfully"}
 PARTIAL = {"success": False, "code": ErrorCode.PARTIAL.code, "message": ErrorCode.PARTIAL.message}
@@ -186,37 +186,38 @@ def _refs_and_units(lines) -> tuple[dict, dict]:
     return refs, units
 
 
-def result_from_outcomes(request, outcomes: list[Outcome], issuance, *, org_ids: bool = False) -> Result:
-    lines = [o.line for o in outcomes if o.line is not None]
-    refs, units = _refs_and_units(lines)
-    bodies = []
+def fill_line_bodies(outcomes: list[Outcome], *, mode: str, event_date_time, refresh: bool = False) -> None:
+    """Render each outcome's line (two queries for all of them: references and units)."""
+    if not outcomes:
+        return
+    if refresh:
+        fresh = IssuanceLine.objects.select_related("payment_config", "fulfillment_status").in_bulk(
+            [o.line.pk for o in outcomes]
+        )
+        for outcome in outcomes:
+            outcome.line = fresh[outcome.line.pk]
+    refs, units = _refs_and_units([o.line for o in outcomes])
     for outcome in outcomes:
-        if outcome.replay is not None:
-            bodies.append(outcome.replay)
-            continue
         line = outcome.line
-        error = outcome.plan.error if line.status == LineStatus.FAILED else None
-        body = line_body(
+        error = outcome.plan.error if (outcome.plan is not None and line.status == LineStatus.FAILED) else None
+        outcome.body = line_body(
             line,
             units[line.pk],
             refs[line.pk],
-            request_id=outcome.plan.item.request_id or None,
-            event_date_time=request.event_date_time,
-            org_id=line.org_id if org_ids else None,
+            request_id=line.request_id,
+            event_date_time=event_date_time,
+            org_id=line.org_id if mode == "connected" else None,
             error=error,
         )
-        outcome.body = body
-        bodies.append(body)
-    return _assemble(request.mode, bodies, issuance)
 
 
-def _assemble(mode: str, bodies: list[dict], issuance=None) -> Result:
+def assemble(mode: str, bodies: list[dict]) -> Result:
     if mode == "single":
         body = single_body(bodies[0])
         status = body["status"]
-        return Result(mode, 200 if status["code"] == 200 else http_for_code(status["code"]), body, issuance)
+        return Result(mode, 200 if status["code"] == 200 else http_for_code(status["code"]), body)
     top, http = bulk_top(bodies)
-    return Result(mode, http, {"status": top, "rewards": bodies}, issuance)
+    return Result(mode, http, {"status": top, "rewards": bodies})
 
 
 def result_from_replays(mode: str, plans) -> Result:
@@ -227,13 +228,14 @@ def result_from_replays(mode: str, plans) -> Result:
     return Result(mode, http, {"status": top, "rewards": [p.replay for p in plans]})
 
 
-def stored_body(mode: str, outcome: Outcome, result: Result) -> tuple[dict, int]:
+def stored_body(mode: str, line_json: dict) -> tuple[dict, int]:
     """What a later request with the same requestId gets back: the line in bulk calls,
     the whole response in single calls."""
     if mode == "single":
+        result = assemble(mode, [line_json])
         return result.body, result.http_status
-    status = outcome.body["status"]["code"]
-    return outcome.body, 200 if status in (200, ErrorCode.PARTIAL.code) else http_for_code(status)
+    status = line_json["status"]["code"]
+    return line_json, 200 if status in (200, ErrorCode.PARTIAL.code) else http_for_code(status)
 
 
 def issuance_outcome(mode: str, line_bodies: list[dict]) -> tuple[str, int]:

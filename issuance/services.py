@@ -307,6 +307,8 @@ def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[Li
         if record is not None:
             if record.fingerprint != item.fingerprint:
                 raise IssuanceError(ErrorCode.PAYLOAD_MISMATCH)
+            if record.state == IdempotencyState.IN_FLIGHT and record.line_id is not None:
+                raise IssuanceError(ErrorCode.IN_FLIGHT)
             plan.record = record
             plan.line = record.line
             plan.prior_units = record.line.quantity if record.line else 0
@@ -434,10 +436,12 @@ def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
     return {r.request_id: r for r in rows}
 
 
-def _lock_limited_rewards(ctx: _Context) -> None:
-    """Reward-level limits are shared by all customers: serialise on the reward row."""
+def _lock_limited_rewards(ctxs: list[_Context]) -> None:
+    """Reward-level limits are shared by all customers: serialise on the reward rows, all
+    of the call's at once in primary-key order (so calls never wait on each other in a cycle)."""
+    reward_ids = [pk for ctx in ctxs for pk in ctx.rewards]
     limited = RewardConstraint.objects.filter(
-        org=ctx.org, is_active=True, level=ConstraintLevel.REWARD, reward_id__in=ctx.rewards.keys()
+        is_active=True, level=ConstraintLevel.REWARD, reward_id__in=reward_ids
     ).values_list("reward_id", flat=True)
     ids = sorted(set(limited))
     if ids:
@@ -536,6 +540,7 @@ def _line_for(plan: LinePlan, issuance: Issuance, ctx: _Context) -> IssuanceLine
         redemption_type=plan.reward.redemption_type,
         request_id=plan.item.request_id or None,
         requested_quantity=plan.item.quantity,
+        planned_units=price_.units if price_ else 0,
         status=LineStatus.FAILED,
         payment_config=price_.config if price_ else None,
         payment_mode=price_.mode or "" if price_ else "",
@@ -550,10 +555,41 @@ def _line_for(plan: LinePlan, issuance: Issuance, ctx: _Context) -> IssuanceLine
     )
 
 
+def _is_vendor(reward: Reward) -> bool:
+    return reward.vendor_redemption_id is not None or reward.redemption_type in VENDOR_REDEMPTION_TYPES
+
+
+def line_conclude(line: IssuanceLine, error: IssuanceError | None) -> None:
+    """Set a line's status from what it issued against what it was priced for."""
+    if line.quantity and line.quantity >= line.planned_units:
+        line.status, line.error_code, line.error_message = LineStatus.ISSUED, None, ""
+    elif line.quantity:
+        line.status = LineStatus.PARTIAL
+        line.error_code, line.error_message = (error.code, error.message) if error else (None, "")
+    else:
+        line.status = LineStatus.FAILED
+        error = error or IssuanceError(ErrorCode.ISSUE_FAILED)
+        line.error_code, line.error_message = error.code, error.message
+
+
 def _execute_line(plan: LinePlan, issuance: Issuance, account: PointsAccount, ctx: _Context) -> IssuanceLine:
     line = _line_for(plan, issuance, ctx)
-    is_new = plan.line is None
+    if plan.line is None and plan.fulfillment is not None:
+        FulfillmentChange.objects.create(
+            line=line, to_status=plan.fulfillment, actor=ctx.request.actor, note="set on issue"
+        )
     error = plan.error
+    if error is None and plan.units > 0 and _is_vendor(plan.reward):
+        if plan.reward.vendor_redemption_id is None:
+            error = IssuanceError(ErrorCode.VOUCHER_NOT_PRESENT)  # a vendor type with no vendor configured
+        else:
+            # Hold the points and leave the vendor call for after the commit (R10).
+            points = plan.points
+            if points > 0:
+                ledger.points_hold_locked(account, amount=points)
+            line.status, line.pending_units, line.held_points = LineStatus.PENDING, plan.units, points
+            line.save()
+            return line
     issued: list[IssuedUnit] = []
     if error is None and plan.units > 0:
         issued, error = _issue_units(plan, line, ctx.now)
@@ -569,44 +605,25 @@ def _execute_line(plan: LinePlan, issuance: Issuance, account: PointsAccount, ct
             )
         line.quantity += len(issued)
         line.total_points += points
-    target_units = plan.price.units if plan.price else 0
-    if error is None and plan.limit_error is not None and line.quantity < target_units:
+    if error is None and plan.limit_error is not None and line.quantity < line.planned_units:
         error = plan.limit_error
-    if line.quantity and line.quantity >= target_units:
-        line.status, line.error_code, line.error_message = LineStatus.ISSUED, None, ""
-    elif line.quantity:
-        line.status = LineStatus.PARTIAL
-        line.error_code, line.error_message = (error.code, error.message) if error else (None, "")
-    else:
-        line.status = LineStatus.FAILED
-        error = error or IssuanceError(ErrorCode.ISSUE_FAILED)
-        line.error_code, line.error_message = error.code, error.message
+    line_conclude(line, error)
     line.save()
-    if is_new and plan.fulfillment is not None:
-        FulfillmentChange.objects.create(
-            line=line, to_status=plan.fulfillment, actor=ctx.request.actor, note="set on issue"
-        )
     return line
 
 
-def _store_outcome(plan: LinePlan, line: IssuanceLine, body: dict, http_status: int, ctx: _Context) -> None:
-    if not plan.item.request_id:
-        return
-    text = jsonio.dumps(body)
-    if plan.record is None:
-        IdempotencyRecord.objects.create(
-            org=ctx.org,
-            request_id=plan.item.request_id,
-            fingerprint=plan.item.fingerprint,
-            state=IdempotencyState.DONE,
-            line=line,
-            http_status=http_status,
-            response_body=text,
+def record_store(record: IdempotencyRecord | None, *, org, request_id, fingerprint_, shape, line, body, http_status):
+    """Create or complete the idempotency record of one line. ``body`` None: IN_FLIGHT."""
+    state = IdempotencyState.IN_FLIGHT if body is None else IdempotencyState.DONE
+    text = "" if body is None else jsonio.dumps(body)
+    if record is None:
+        return IdempotencyRecord.objects.create(
+            org=org, request_id=request_id, fingerprint=fingerprint_, shape=shape, state=state, line=line,
+            http_status=http_status, response_body=text,
         )
-    else:
-        record = plan.record
-        record.line, record.state, record.http_status, record.response_body = line, IdempotencyState.DONE, http_status, text
-        record.save(update_fields=["line", "state", "http_status", "response_body", "updated_at"])
+    record.line, record.state, record.http_status, record.response_body = line, state, http_status, text
+    record.save(update_fields=["line", "state", "http_status", "response_body", "updated_at"])
+    return record
 
 
 def _needs_points(plans: list[LinePlan]) -> Decimal:
@@ -651,11 +668,11 @@ def _new_issuance(ctx: _Context, paying: PointsAccount) -> Issuance:
 def _execute(ctxs: list[_Context]) -> IssueResult:
     request = ctxs[0].request
     paying_by_org = _lock_accounts(ctxs)
+    records_by_org = {ctx.org.pk: _lock_records(ctx) for ctx in ctxs}  # ctxs are in org order
+    _lock_limited_rewards(ctxs)
     planned = []
     for ctx in ctxs:
-        records = _lock_records(ctx)
-        _lock_limited_rewards(ctx)
-        plans = _plan_lines(ctx, records)
+        plans = _plan_lines(ctx, records_by_org[ctx.org.pk])
         _check_points(ctx, plans, paying_by_org[ctx.org.pk])
         planned.append((ctx, plans))
     for ctx, _plans in planned:
@@ -680,24 +697,62 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
             else:
                 outcomes.append(responses.Outcome(plan=plan, line=_execute_line(plan, issuance, paying, ctx)))
     outcomes.sort(key=lambda o: o.plan.index)
-    result = responses.result_from_outcomes(request, outcomes, issuances[0] if issuances else None,
-                                            org_ids=request.mode == CONNECTED)
-    ctx_by_org = {ctx.org.pk: ctx for ctx, _ in planned}
+    settled = [o for o in outcomes if o.line is not None and o.line.status != LineStatus.PENDING]
+    responses.fill_line_bodies(settled, mode=request.mode, event_date_time=request.event_date_time)
     for outcome in outcomes:
-        if outcome.line is not None:
-            body, status = responses.stored_body(request.mode, outcome, result)
-            _store_outcome(outcome.plan, outcome.line, body, status, ctx_by_org[outcome.line.org_id])
+        if outcome.line is not None and outcome.plan.item.request_id:
+            pending = outcome.line.status == LineStatus.PENDING
+            body, status = (None, None) if pending else responses.stored_body(request.mode, outcome.body)
+            outcome.plan.record = record_store(
+                outcome.plan.record, org=outcome.line.org, request_id=outcome.plan.item.request_id,
+                fingerprint_=outcome.plan.item.fingerprint, shape=request.mode, line=outcome.line, body=body,
+                http_status=status,
+            )
+    _issuances_conclude(issuances, outcomes, request.mode)
+    return _Executed(request, outcomes, issuances, paying_by_org)
+
+
+@dataclass
+class _Executed:
+    request: IssueRequest
+    outcomes: list
+    issuances: list[Issuance]
+    paying_by_org: dict[int, PointsAccount]
+
+
+def _issuances_conclude(issuances: list[Issuance], outcomes, mode: str) -> None:
     for issuance in issuances:
-        lines = [o.body for o in outcomes if o.line is not None and o.line.issuance_id == issuance.pk]
-        issuance.status, issuance.response_code = responses.issuance_outcome(request.mode, lines)
+        lines = [o for o in outcomes if o.line is not None and o.line.issuance_id == issuance.pk]
+        if any(o.line.status == LineStatus.PENDING for o in lines):
+            issuance.status, issuance.response_code = IssuanceStatus.PENDING, 0
+        else:
+            issuance.status, issuance.response_code = responses.issuance_outcome(mode, [o.body for o in lines])
         issuance.save(update_fields=["status", "response_code"])
-    return result
+
+
+def _vendor_phase(executed: _Executed) -> None:
+    """After the commit: call the vendor for each PENDING line (no lock held), then settle
+    each line in its own transaction. A crash in between leaves PENDING lines that
+    ``issuance.recovery`` settles."""
+    from . import vendor_settlement
+
+    pending = [o for o in executed.outcomes if o.line is not None and o.line.status == LineStatus.PENDING]
+    if not pending:
+        return
+    for outcome in pending:
+        outcome.line = vendor_settlement.line_call_and_settle(outcome.line.pk, actor=executed.request.actor)
+    responses.fill_line_bodies(pending, mode=executed.request.mode, event_date_time=executed.request.event_date_time,
+                               refresh=True)
+    with transaction.atomic():
+        _issuances_conclude(list(Issuance.objects.filter(pk__in=[i.pk for i in executed.issuances])),
+                            executed.outcomes, executed.request.mode)
 
 
 def _contexts(request: IssueRequest, now) -> list[_Context]:
     _check_items(request)
     till = till_for(org=request.org, code=request.till_code, user=request.actor)
-    return [_context(request, org, items, till, now) for org, items in _items_by_org(request).items()]
+    by_org = sorted(_items_by_org(request).items(), key=lambda pair: pair[0].pk)  # lock order
+    return [_context(request, org, items, till, now) for org, items in by_org]
 
 
 def rewards_issue(request: IssueRequest) -> IssueResult:
@@ -712,7 +767,12 @@ def rewards_issue(request: IssueRequest) -> IssueResult:
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _execute(ctxs)
+                executed = _execute(ctxs)
+            if isinstance(executed, responses.Result):
+                return executed
+            _vendor_phase(executed)
+            return responses.assemble(request.mode, [o.body if o.line is not None else o.replay
+                                                     for o in executed.outcomes])
         except IntegrityError as error:
             # Another call inserted one of our requestIds first (a concurrent duplicate
             # for another customer); the retry sees its record.

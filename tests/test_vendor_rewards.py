@@ -1,0 +1,260 @@
+"""Vendor rewards against a real HTTP vendor on loopback (R10): holds, settlement,
+every failure mode, partial bulk results, crash recovery, concurrency."""
+
+import datetime
+import os
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from catalogue import models as cm
+from catalogue.choices import PaymentMode, RedemptionType
+from issuance import ledger
+from issuance.fake_vendor import FakeVendor
+from issuance.models import IdempotencyRecord, IssuanceLine, IssuedUnit, LedgerEntry, LineStatus, PointsAccount
+from issuance.recovery import pending_lines_recover
+from tests import factories as f
+from tests.conftest import ISSUE_BULK, ISSUE_SINGLE
+
+NOT_PRESENT = {"success": False, "code": 8003, "message": "fail to issue reward as voucher is not present"}
+CONTEXT_MAP = {
+    "voucher": "data.voucherCode",
+    "valid_till": "data.validTill",
+    "offer_name": "data.offer",
+    "coupon_series_id": "data.seriesId",
+}
+BODY = '{"reference": "{{reference}}", "mobile": "{{mobile}}", "points": "{{points}}", "note": "for {{rewardId}}"}'
+
+
+@pytest.fixture
+def vendor_server():
+    server = FakeVendor(slow_seconds=1.5).start()
+    yield server
+    server.stop()
+
+
+def vendor_reward(brand, server, mode, *, pk=300, points="10", timeout="2", status_lookup=True):
+    vendor = f.VendorFactory(org=brand.org)
+    config = cm.VendorRedemptionConfig.objects.create(
+        vendor=vendor, name=f"redeem-{mode}", url=f"{server.base_url}/redeem/{mode}", headers={"X-Api-Key": "s3cret"},
+        body_template=BODY, timeout_seconds=Decimal(timeout), context_map=CONTEXT_MAP,
+        status_url=f"{server.base_url}/status/{{{{reference}}}}" if status_lookup else "",
+    )
+    reward = f.RewardFactory(pk=pk, brand=brand, redemption_type=RedemptionType.VENDOR_ONLY_REWARD, vendor=vendor,
+                             vendor_redemption=config)
+    f.PaymentConfigFactory(reward=reward, mode=PaymentMode.POINTS, points=Decimal(points))
+    return reward
+
+
+def account_state(account):
+    account = PointsAccount.objects.get(pk=account.pk)
+    return account.balance, account.held
+
+
+@pytest.mark.django_db
+def test_voucher_issued_points_deducted_once(api, account, brand, vendor_server):
+    vendor_reward(brand, vendor_server, "ok")
+    response = api.post(ISSUE_SINGLE.format(300), {"mobile": "11223569865", "transactionNumber": "T1"}, format="json")
+    assert response.status_code == 200, response.content
+    line = IssuanceLine.objects.get()
+    assert response.json()["vendor"] == {
+        "voucher": f"V-{line.pk}-0",
+        "valid_till": "2027-11-01",
+        "offer_name": "demo-offer",
+        "coupon_series_id": "234",
+        "pointsRedeemed": "10",
+    }
+    assert response.json()["status"]["code"] == 200 and response.json()["totalPointsRedeemed"] == 10
+    assert account_state(account) == (Decimal("99990"), Decimal("0"))
+    assert LedgerEntry.objects.get().amount == Decimal("-10")
+    call = vendor_server.calls[0]
+    assert call["body"] == {"reference": f"{line.pk}-0", "mobile": "11223569865", "points": 10,
+                            "note": f"for {300}"}
+    assert call["headers"]["X-Api-Key"] == "s3cret"
+    assert line.status == LineStatus.ISSUED and line.issuance.status == "SUCCESS"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["novoucher", "error", "garbage", "drop", "slow"])
+def test_vendor_failures_deduct_nothing(api, account, brand, vendor_server, mode):
+    vendor_reward(brand, vendor_server, mode, timeout="0.5")
+    response = api.post(ISSUE_SINGLE.format(300), {"mobile": "11223569865"}, format="json")
+    assert response.status_code == 422
+    assert response.json()["status"] == NOT_PRESENT
+    assert response.json()["vendor"] is None
+    assert account_state(account) == (Decimal("100000"), Decimal("0"))
+    assert not LedgerEntry.objects.exists() and not IssuedUnit.objects.exists()
+    line = IssuanceLine.objects.get()
+    assert line.status == LineStatus.FAILED and line.diagnostic.startswith("vendor: ")
+    assert line.held_points == 0 and line.pending_units == 0
+
+
+@pytest.mark.django_db
+def test_bulk_with_a_failing_vendor_reward_is_partial(api, account, brand, vendor_server):
+    vendor_reward(brand, vendor_server, "error")
+    plain = f.RewardFactory(pk=301, brand=brand)
+    f.PaymentConfigFactory(reward=plain, mode=PaymentMode.POINTS, points=Decimal("5"))
+    body = {"mobile": "11223569865", "rewards": [{"rewardId": 300}, {"rewardId": 301}]}
+    response = api.post(ISSUE_BULK, body, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == {"success": False, "code": 8010, "message": "Reward issued partially"}
+    assert [line["status"]["code"] for line in response.json()["rewards"]] == [8003, 200]
+    assert account_state(account) == (Decimal("99995"), Decimal("0"))
+
+
+@pytest.mark.django_db
+def test_several_units_each_get_a_voucher(api, account, brand, vendor_server):
+    vendor_reward(brand, vendor_server, "ok")
+    response = api.post(ISSUE_BULK, {"mobile": "11223569865", "rewards": [{"rewardId": 300, "quantity": 3}]},
+                        format="json")
+    line = response.json()["rewards"][0]
+    assert [v["voucher"] for v in line["vendor"]] == [f"V-{line['transactionId']}-{i}" for i in range(3)]
+    assert line["quantity"] == 3 and line["totalPointsRedeemed"] == 30
+    assert len(vendor_server.calls) == 3
+
+
+@pytest.mark.django_db
+def test_conv_ratio_miles_reward_with_a_vendor_config(api, account, brand, vendor_server):
+    """The connected-orgs page's example: MILES via a vendor, CONV_RATIO 0.5, value 1 → 2 points."""
+    reward = vendor_reward(brand, vendor_server, "ok", pk=350)
+    cm.Reward.objects.filter(pk=350).update(redemption_type=RedemptionType.MILES)
+    reward.payment_configs.all().delete()
+    f.PaymentConfigFactory(reward=reward, mode=PaymentMode.CONV_RATIO, points=None, conversion_ratio=Decimal("0.5"))
+    response = api.post(ISSUE_BULK, {"mobile": "11223569865", "rewards": [
+        {"rewardId": 350, "quantity": 1, "paymentConfig": {"redemptionValue": 1}}]}, format="json")
+    line = response.json()["rewards"][0]
+    assert line["vendor"][0]["pointsRedeemed"] == "2"
+    assert line["paymentConfig"]["conversionRatio"] == 0.5
+    assert line["redemptionDetails"] == {"redemptionType": "MILES", "redemptionValue": 1, "totalRedemptionValue": 1}
+
+
+@pytest.mark.django_db
+def test_retry_while_pending_is_409_then_replays(api, account, brand, vendor_server):
+    reward = vendor_reward(brand, vendor_server, "ok")
+    body = {"mobile": "11223569865", "requestId": "vr-1"}
+    # A crashed first attempt: the line was left PENDING with its hold.
+    from issuance.models import Issuance
+
+    issuance = Issuance.objects.create(org=brand.org, till=cm.Till.objects.get(code="till1"), customer=account.customer,
+                                       account=account, actor_id=cm.Till.objects.get(code="till1").users.get().pk,
+                                       status="PENDING", response_code=0)
+    line = IssuanceLine.objects.create(issuance=issuance, org=brand.org, customer=account.customer, reward=reward,
+                                       redemption_type=reward.redemption_type, request_id="vr-1", requested_quantity=1,
+                                       planned_units=1, status=LineStatus.PENDING, pending_units=1,
+                                       held_points=Decimal("10"), points_per_unit=Decimal("10"))
+    PointsAccount.objects.filter(pk=account.pk).update(held=Decimal("10"))
+    from issuance.services import fingerprint
+
+    IdempotencyRecord.objects.create(org=brand.org, request_id="vr-1", shape="single", line=line,
+                                     fingerprint=fingerprint("single", 300, body), state="IN_FLIGHT")
+    response = api.post(ISSUE_SINGLE.format(300), body, format="json")
+    assert response.status_code == 409
+    assert response.json() == {
+        "status": {"success": False, "code": 10004, "message": "A request with this requestId is still being processed"}
+    }
+    report = pending_lines_recover(now=timezone.now() + datetime.timedelta(hours=1))
+    assert (report.settled, report.released, report.flagged) == (0, 1, 0)  # the vendor never saw it
+    assert account_state(account) == (Decimal("100000"), Decimal("0"))
+    # R8: the released unit is still outstanding, so the retry issues it, on the same line.
+    retry = api.post(ISSUE_SINGLE.format(300), body, format="json")
+    assert retry.status_code == 200 and retry.json()["transactionId"] == line.pk
+    assert account_state(account) == (Decimal("99990"), Decimal("0"))
+
+
+# ---------------------------------------------------------------- crash between answer and settlement
+
+
+def database_url_of_this_test() -> str:
+    """The URL of the database this test runs on (pytest-django's test_ database)."""
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+CRASHING_CLIENT = textwrap.dedent(
+    """
+    import os, sys, django
+    sys.path.insert(0, {root!r})
+    os.environ["DJANGO_SETTINGS_MODULE"] = "rewards_site.settings.test"
+    django.setup()
+    from django.test import Client
+    from issuance.vendor_settlement import vendor_answered
+    from tests.conftest import basic_auth
+
+    def die(**kwargs):
+        os._exit(17)  # the process dies after the vendor answered, before settling
+
+    vendor_answered.connect(die)
+    Client().post({url!r}, {{"mobile": "11223569865", "requestId": "crash-1"}}, content_type="application/json",
+                  HTTP_AUTHORIZATION=basic_auth("till_user", "pass"))
+    os._exit(0)
+    """
+)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="needs PostgreSQL")
+@pytest.mark.parametrize("status_lookup", [True, False], ids=["with-status-lookup", "without-status-lookup"])
+def test_crash_after_the_vendor_answered_is_recovered(api, account, brand, vendor_server, status_lookup):
+    vendor_reward(brand, vendor_server, "ok", status_lookup=status_lookup)
+    script = CRASHING_CLIENT.format(root=str(settings.BASE_DIR), url=ISSUE_SINGLE.format(300))
+    env = {**os.environ, "DATABASE_URL": database_url_of_this_test()}
+    result = subprocess.run([sys.executable, "-c", script], env=env, timeout=60, capture_output=True)
+    assert result.returncode == 17, result.stderr.decode()[-2000:]
+
+    line = IssuanceLine.objects.get()
+    assert line.status == LineStatus.PENDING and line.held_points == Decimal("10")
+    assert account_state(account) == (Decimal("100000"), Decimal("10"))  # held, not deducted
+    assert vendor_server.redeemed == {f"{line.pk}-0": 1}  # the vendor did issue a voucher
+
+    # Too young: a live process could still be settling it.
+    assert pending_lines_recover() .settled == 0 and IssuanceLine.objects.get().status == LineStatus.PENDING
+    report = pending_lines_recover(now=timezone.now() + datetime.timedelta(hours=1))
+    line.refresh_from_db()
+    if status_lookup:
+        assert (report.settled, report.flagged) == (1, 0)
+        assert line.status == LineStatus.ISSUED and not line.needs_attention
+        assert account_state(account) == (Decimal("99990"), Decimal("0"))
+        assert IssuedUnit.objects.get().vendor_response["voucher"] == f"V-{line.pk}-0"
+        replay = api.post(ISSUE_SINGLE.format(300), {"mobile": "11223569865", "requestId": "crash-1"}, format="json")
+        assert replay.status_code == 200 and replay.json()["vendor"]["voucher"] == f"V-{line.pk}-0"
+    else:
+        assert (report.settled, report.flagged) == (0, 1)
+        assert line.status == LineStatus.FAILED and line.needs_attention
+        assert account_state(account) == (Decimal("100000"), Decimal("0"))
+    assert ledger.accounts_check_all() == []
+    assert pending_lines_recover(now=timezone.now() + datetime.timedelta(hours=2)).settled == 0  # nothing twice
+    assert LedgerEntry.objects.count() == (1 if status_lookup else 0)
+
+
+# ---------------------------------------------------------------- concurrency while calls are in flight
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="needs PostgreSQL")
+def test_concurrent_vendor_issues_cannot_overspend(customer, brand, api_user, vendor_server, run_concurrently):
+    from rest_framework.test import APIClient
+
+    from tests.conftest import basic_auth
+
+    account = f.PointsAccountFactory(customer=customer, opening_balance=Decimal("25"))
+    vendor_reward(brand, vendor_server, "slow", timeout="5")
+    vendor_server.slow_seconds = 0.5
+
+    def issue(i):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=basic_auth("till_user", "pass"))
+        return client.post(ISSUE_SINGLE.format(300), {"mobile": customer.mobile}, format="json").status_code
+
+    statuses = run_concurrently(issue, threads=8)
+    assert sorted(statuses) == [200, 200] + [422] * 6
+    assert account_state(account) == (Decimal("5"), Decimal("0"))
+    assert ledger.account_check(account.pk).ok
+    assert IssuedUnit.objects.count() == 2 and len(vendor_server.redeemed) == 2
+    connection.close()
