@@ -597,9 +597,45 @@ class VendorRedemptionConfigAdmin(ScopedAdmin):
         ("Response", {"fields": ("context_map", "status_url")}),
     )
 
+    actions = ["test_call"]
+
     @admin.display(description="headers")
     def header_names(self, obj):
         return headers_masked(obj.headers)
+
+    @admin.action(description="Test call: send one sample redemption and show the answer")
+    def test_call(self, request, queryset):
+        """Calls the vendor as the engine would (a sample reference marked as a test) and
+        reports the HTTP status, what the context map extracted, and whether a unit would
+        count as issued. Header values are sent but never shown."""
+        from issuance.vendors import vendor_call
+
+        for config in queryset[:5]:
+            variables = {
+                "reference": f"admin-test-{config.pk}",
+                "lineId": 0,
+                "unitIndex": 0,
+                "rewardId": 0,
+                "rewardName": "admin test call",
+                "orgId": config.vendor.org_id,
+                "customerId": 0,
+                "mobile": "0000000000",
+                "email": "test@example.invalid",
+                "externalId": "admin-test",
+                "points": 0,
+                "redemptionValue": None,
+                "transactionNumber": "admin-test",
+                "requestId": None,
+                "till": "admin",
+            }
+            answer = vendor_call(config, variables=variables)
+            verdict = "would be ISSUED" if answer.ok else f"would FAIL (8003): {answer.error}"
+            level = messages.SUCCESS if answer.ok else messages.WARNING
+            self.message_user(
+                request,
+                f"{config}: HTTP {answer.http_status or '-'}; extracted {answer.context or '{}'}; {verdict}",
+                level=level,
+            )
 
     # Shown instead of the form field when the page is read-only: names, never values.
     headers_text = header_names

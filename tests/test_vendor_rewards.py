@@ -258,3 +258,21 @@ def test_concurrent_vendor_issues_cannot_overspend(customer, brand, api_user, ve
     assert ledger.account_check(account.pk).ok
     assert IssuedUnit.objects.count() == 2 and len(vendor_server.redeemed) == 2
     connection.close()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("mode", "expected"), [("ok", "would be ISSUED"), ("novoucher", "would FAIL (8003): no voucher")])
+def test_admin_test_call_shows_the_answer_and_the_extraction(admin_client, brand, vendor_server, mode, expected):
+    reward = vendor_reward(brand, vendor_server, mode)
+    config = reward.vendor_redemption
+    response = admin_client.post(
+        "/admin/catalogue/vendorredemptionconfig/",
+        {"action": "test_call", "_selected_action": [config.pk]},
+        follow=True,
+    )
+    text = response.content.decode()
+    assert expected in text
+    assert "s3cret" not in text  # header values are never shown
+    if mode == "ok":
+        assert "V-admin-test-" in text and "HTTP 200" in text
+    assert vendor_server.calls[-1]["headers"]["X-Api-Key"] == "s3cret"
