@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Value
 
 from catalogue.choices import CardStatus, MembershipStatus
 from catalogue.models import Card, Customer, CustomerLabel, ProgramMembership, Reward, RewardSegmentTarget, SegmentMembership
@@ -49,36 +49,32 @@ TARGETINGS = (
 
 
 def customer_facts(customer: Customer) -> CustomerFacts:
-    """Four small indexed queries."""
-    return CustomerFacts(
-        partitions=frozenset(
-            SegmentMembership.objects.filter(customer=customer).values_list("partition_id", flat=True)
-        ),
-        card_series=frozenset(
-            Card.objects.filter(customer=customer, status=CardStatus.ACTIVE).values_list("series_id", flat=True)
-        ),
-        labels=frozenset(
-            CustomerLabel.objects.filter(customer=customer, status=MembershipStatus.ACTIVE).values_list(
-                "label_id", flat=True
-            )
-        ),
-        tiers=frozenset(ProgramMembership.objects.filter(customer=customer).values_list("tier_id", flat=True)),
+    """One query (a UNION ALL of four small indexed look-ups)."""
+    held = (
+        SegmentMembership.objects.filter(customer=customer).annotate(kind=Value(0)).values_list("partition_id", "kind"),
+        Card.objects.filter(customer=customer, status=CardStatus.ACTIVE).annotate(kind=Value(1)).values_list("series_id", "kind"),
+        CustomerLabel.objects.filter(customer=customer, status=MembershipStatus.ACTIVE).annotate(kind=Value(2)).values_list("label_id", "kind"),
+        ProgramMembership.objects.filter(customer=customer).annotate(kind=Value(3)).values_list("tier_id", "kind"),
     )
+    by_kind: dict[int, set[int]] = defaultdict(set)
+    for target_id, kind in held[0].union(*held[1:], all=True):
+        by_kind[kind].add(target_id)
+    return CustomerFacts(*(frozenset(by_kind[k]) for k in range(4)))
 
 
 RewardTargets = dict[str, dict[int, set[int]]]
 
 
 def reward_targets(reward_ids: Iterable[int]) -> RewardTargets:
-    """Targets of several rewards by kind: one query per kind, whatever the count."""
+    """Targets of several rewards by kind: one query (UNION ALL), whatever the count."""
     ids = list(reward_ids)
-    targets: RewardTargets = {}
-    for targeting in TARGETINGS:
-        by_reward: dict[int, set[int]] = defaultdict(set)
-        rows = targeting.through.objects.filter(reward_id__in=ids).values_list("reward_id", targeting.target_field)
-        for reward_id, target_id in rows:
-            by_reward[reward_id].add(target_id)
-        targets[targeting.kind] = by_reward
+    targets: RewardTargets = {t.kind: defaultdict(set) for t in TARGETINGS}
+    links = [
+        t.through.objects.filter(reward_id__in=ids).annotate(kind=Value(i)).values_list("reward_id", t.target_field, "kind")
+        for i, t in enumerate(TARGETINGS)
+    ]
+    for reward_id, target_id, kind in links[0].union(*links[1:], all=True):
+        targets[TARGETINGS[kind].kind][reward_id].add(target_id)
     return targets
 
 

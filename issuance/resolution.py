@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from catalogue.models import Brand, Customer, CustomerGroup, Organisation, Till
 
@@ -37,10 +37,9 @@ def till_for(*, org: Organisation, code: str | None, user) -> Till:
     org answers exactly like an unknown one."""
     if not code:
         raise IssuanceError(ErrorCode.BAD_REQUEST, "username (the till) is required")
-    till = Till.objects.filter(org=org, code=code, is_active=True).first()
-    if till is None:
-        raise IssuanceError(ErrorCode.FORBIDDEN, "The till is not available to this user")
-    if not user.is_superuser and not till.users.filter(pk=user.pk).exists():
+    member = Till.users.through.objects.filter(till_id=OuterRef("pk"), user_id=user.pk)
+    till = Till.objects.filter(org=org, code=code, is_active=True).annotate(usable=Exists(member)).first()
+    if till is None or not (till.usable or user.is_superuser):
         raise IssuanceError(ErrorCode.FORBIDDEN, "The till is not available to this user")
     return till
 

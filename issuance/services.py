@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from catalogue.choices import (
@@ -174,6 +175,7 @@ class _Context:
     statuses: dict[str, FulfillmentStatus]
     validation_row: Any
     now: datetime.datetime
+    constraints: list[RewardConstraint] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- step 1: look-ups
@@ -283,6 +285,19 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         statuses=statuses,
         validation_row=validation_row,
         now=now,
+        constraints=_constraints_for(org, rewards.values()),
+    )
+
+
+def _constraints_for(org: Organisation, rewards) -> list[RewardConstraint]:
+    """The active limits that may apply to these rewards (one query): their own and the
+    org-level limits of their redemption types."""
+    rewards = list(rewards)
+    return list(
+        RewardConstraint.objects.filter(org=org, is_active=True).filter(
+            Q(reward_id__in=[r.pk for r in rewards])
+            | Q(level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, redemption_type__in={r.redemption_type for r in rewards})
+        )
     )
 
 
@@ -354,15 +369,10 @@ def _plan_limits(ctx: _Context, plans: list[LinePlan]) -> None:
         return
     reward_ids = {p.reward.pk for p in live}
     types = {p.reward.redemption_type for p in live}
-    constraints = list(
-        RewardConstraint.objects.filter(org=ctx.org, is_active=True, reward_id__in=reward_ids)
-        | RewardConstraint.objects.filter(
-            org=ctx.org,
-            is_active=True,
-            level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE,
-            redemption_type__in=types,
-        )
-    )
+    constraints = [
+        c for c in ctx.constraints
+        if c.reward_id in reward_ids or (c.reward_id is None and c.redemption_type in types)
+    ]
     if not constraints:
         return
     states = limit_states(constraints, customer_id=ctx.customer.pk, org=ctx.org, now=ctx.now)
@@ -418,9 +428,24 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-    pairs = {ctx.org.pk: _paying_account(ctx) for ctx in ctxs}
-    locked = ledger.accounts_lock([a.pk for pair in pairs.values() for a in pair])
-    return {org_id: locked[paying.pk] for org_id, (paying, _own) in pairs.items()}
+    customer_ids = [ctx.customer.pk for ctx in ctxs]
+    group_ids = [ctx.group.pk for ctx in ctxs if ctx.group is not None]
+
+    def lock() -> list[PointsAccount]:
+        return list(
+            PointsAccount.objects.select_for_update(of=("self",))
+            .filter(Q(customer_id__in=customer_ids) | Q(group_id__in=group_ids))
+            .order_by("pk")
+        )
+
+    locked = lock()
+    if len(locked) < len(customer_ids) + len(group_ids):  # first use: create, then lock
+        for ctx in ctxs:
+            _paying_account(ctx)
+        locked = lock()
+    by_customer = {a.customer_id: a for a in locked if a.customer_id}
+    by_group = {a.group_id: a for a in locked if a.group_id}
+    return {ctx.org.pk: by_group[ctx.group.pk] if ctx.group else by_customer[ctx.customer.pk] for ctx in ctxs}
 
 
 def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
@@ -439,11 +464,7 @@ def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
 def _lock_limited_rewards(ctxs: list[_Context]) -> None:
     """Reward-level limits are shared by all customers: serialise on the reward rows, all
     of the call's at once in primary-key order (so calls never wait on each other in a cycle)."""
-    reward_ids = [pk for ctx in ctxs for pk in ctx.rewards]
-    limited = RewardConstraint.objects.filter(
-        is_active=True, level=ConstraintLevel.REWARD, reward_id__in=reward_ids
-    ).values_list("reward_id", flat=True)
-    ids = sorted(set(limited))
+    ids = sorted({c.reward_id for ctx in ctxs for c in ctx.constraints if c.level == ConstraintLevel.REWARD})
     if ids:
         list(Reward.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
 
