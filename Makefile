@@ -46,6 +46,8 @@ run: $(DEPS_STAMP)
 	exec $(VENV_PY) manage.py runserver $(RUNSERVER_ARGS) 127.0.0.1:$(PORT)
 
 test: $(DEPS_STAMP)
+	@# Browser tests (tests/browser) drive Debian's chromium; installed once, when missing.
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || echo "warning: chromium not installed: browser tests will be skipped" >&2
 	scripts/pg_test_cluster.sh with $(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 test-sqlite: $(DEPS_STAMP)

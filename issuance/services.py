@@ -720,15 +720,18 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
     outcomes.sort(key=lambda o: o.plan.index)
     settled = [o for o in outcomes if o.line is not None and o.line.status != LineStatus.PENDING]
     responses.fill_line_bodies(settled, mode=request.mode, event_date_time=request.event_date_time)
-    for outcome in outcomes:
-        if outcome.line is not None and outcome.plan.item.request_id:
-            pending = outcome.line.status == LineStatus.PENDING
-            body, status = (None, None) if pending else responses.stored_body(request.mode, outcome.body)
-            outcome.plan.record = record_store(
-                outcome.plan.record, org=outcome.line.org, request_id=outcome.plan.item.request_id,
-                fingerprint_=outcome.plan.item.fingerprint, shape=request.mode, line=outcome.line, body=body,
-                http_status=status,
-            )
+    # Records are inserted in (org, requestId) order, so two calls reusing the same
+    # requestIds in opposite orders meet on the unique index in the same order (the later
+    # one then retries and answers 10003 or replays) instead of deadlocking.
+    keyed = [o for o in outcomes if o.line is not None and o.plan.item.request_id]
+    for outcome in sorted(keyed, key=lambda o: (o.line.org_id, o.plan.item.request_id)):
+        pending = outcome.line.status == LineStatus.PENDING
+        body, status = (None, None) if pending else responses.stored_body(request.mode, outcome.body)
+        outcome.plan.record = record_store(
+            outcome.plan.record, org=outcome.line.org, request_id=outcome.plan.item.request_id,
+            fingerprint_=outcome.plan.item.fingerprint, shape=request.mode, line=outcome.line, body=body,
+            http_status=status,
+        )
     _issuances_conclude(issuances, outcomes, request.mode)
     return _Executed(request, outcomes, issuances, paying_by_org)
 

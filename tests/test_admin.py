@@ -23,6 +23,7 @@ from catalogue import models as cm
 from issuance import models as im
 from issuance.ledger import points_credit
 from tests import factories as f
+from tests.oauth_factories import ADMIN_BUILDERS as OAUTH_ADMIN_BUILDERS
 
 _seq = itertools.count(1)
 
@@ -201,6 +202,7 @@ BUILDERS = {
     im.IdempotencyRecord: _idempotency_record,
     im.ValidationCode: _validation_code,
 }
+BUILDERS.update(OAUTH_ADMIN_BUILDERS)  # apiclients.ApiClient, the toolkit's Application and AccessToken
 
 # Written by services only: the admin shows them and nothing else.
 READ_ONLY_MODELS = {

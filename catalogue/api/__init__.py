@@ -1,0 +1,1 @@
+"""The catalogue's API: the list of a customer's rewards (R11)."""

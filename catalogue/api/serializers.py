@@ -1,0 +1,181 @@
+"""The list API's response body, field for field as the spec page (list-user-rewards).
+
+Plain functions over already-loaded rows (``catalogue.selectors.reward_list_for_customer``
+prefetches everything): nothing here queries the database. Numbers are exact Decimals
+with trailing zeros dropped (``50.0000`` → ``50``, ``0.350000`` → ``0.35``); times are
+UTC. Choices we made where the page is silent are in docs/list-api.md.
+"""
+
+import datetime
+from decimal import Decimal
+
+from catalogue.choices import MediaKind
+from catalogue.models import Reward, RewardConstraint
+from catalogue.selectors import ConstraintUsage, RewardList, RewardPage
+
+SUCCESS = {"success": True, "code": 200, "message": "Rewards fetched successfully"}
+
+
+def number(value) -> Decimal | None:
+    """Exact, without trailing zeros, never in exponent notation."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    integral = value.to_integral_value()
+    return integral.quantize(Decimal(1)) if value == integral else value.normalize()
+
+
+def time_ms(value: datetime.datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.SSSZ`` (startTime, endTime)."""
+    utc = value.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def time_s(value: datetime.datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (startDateTime, endDateTime)."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _text(value: str) -> str | None:
+    return value or None
+
+
+def _custom_value(value):
+    """customFields is a Map<String, String> on the page."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _media(item) -> dict:
+    return {
+        "name": item.name,
+        "altText": item.alt_text,
+        "id": item.file_id,
+        "url": item.url,
+        "isExternal": item.is_external,
+    }
+
+
+def constraint_body(constraint: RewardConstraint, usage: ConstraintUsage) -> dict:
+    """One limit and what the customer consumed of it in its current window."""
+    body = {
+        "rewardConstraintId": constraint.pk,
+        "orgId": constraint.org_id,
+        "kpi": constraint.kpi,
+        "constraintLevel": constraint.level,
+        "frequencyType": constraint.frequency,
+        "constraintLimitValue": number(constraint.limit_value),
+        "consumed": number(usage.consumed),
+        "isActive": constraint.is_active,
+        "isValid": usage.is_valid,
+    }
+    if constraint.reward_id is None:
+        body["redemptionType"] = constraint.redemption_type
+    else:
+        body["rewardId"] = constraint.reward_id
+    return body
+
+
+def restrictions_body(reward: Reward, usages: dict[int, ConstraintUsage]) -> dict:
+    """rewardRestrictions: the reward's own limits (REWARD: all customers together;
+    CUSTOMER: this customer), valid when none of them is used up."""
+    levels = {"REWARD": [], "CUSTOMER": []}
+    for constraint in reward.constraints.all():
+        levels.setdefault(constraint.level, []).append(constraint_body(constraint, usages[constraint.pk]))
+    entries = [e for group in levels.values() for e in group]
+    return {
+        "isValid": all(e["isValid"] for e in entries),
+        "rewardLevel": levels["REWARD"],
+        "customerLevel": levels["CUSTOMER"],
+    }
+
+
+def org_restrictions_body(constraints: list[RewardConstraint], usages: dict[int, ConstraintUsage]) -> dict:
+    entries = [constraint_body(c, usages[c.pk]) for c in constraints]
+    return {"isValid": all(e["isValid"] for e in entries), "customerRedemptionTypeLevel": entries}
+
+
+def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> dict:
+    categories = list(reward.categories.all())
+    groups = list(reward.groups.all())
+    labels = list(reward.labels.all())
+    tiers = list(reward.target_tiers.all())
+    media = list(reward.media.all())
+    return {
+        "id": reward.pk,
+        "name": reward.name,
+        "description": reward.description,
+        "imageId": reward.image_id,
+        "imageUrl": _text(reward.image_url),
+        "thumbnailId": reward.thumbnail_id,
+        "thumbnailUrl": _text(reward.thumbnail_url),
+        "termAndConditionsId": reward.terms_id,
+        "termAndConditionsUrl": _text(reward.terms_url),
+        # Singular tier / label / group: the first of the reward's (model order), or null.
+        "tier": tiers[0].name if tiers else None,
+        "label": labels[0].name if labels else None,
+        "priority": reward.priority,
+        "intouchPoints": number(reward.intouch_points),
+        "group": groups[0].name if groups else None,
+        "startTime": time_ms(reward.start_time),
+        "endTime": time_ms(reward.end_time),
+        "expired": reward.end_time <= now,
+        "started": reward.start_time <= now,
+        "programId": reward.program_id,
+        "categoryList": [{"id": c.pk, "name": c.name, "enabled": c.enabled} for c in categories],
+        "customFields": {key: _custom_value(value) for key, value in (reward.custom_fields or {}).items()},
+        "loyaltyProgramCriteria": [{"programId": t.program_id, "tierId": t.pk, "tierName": t.name} for t in tiers],
+        "groups": [{"id": g.pk, "name": g.name, "rank": g.rank} for g in groups],
+        "rewardRestrictions": restrictions_body(reward, usages),
+        "rewardRank": reward.rank,
+        "images": [_media(m) for m in media if m.kind == MediaKind.IMAGE],
+        "videos": [_media(m) for m in media if m.kind == MediaKind.VIDEO],
+        "paymentConfigs": [
+            {
+                "paymentMode": p.mode,
+                "id": p.pk,
+                "points": number(p.points),
+                "cashAmount": number(p.cash_amount),
+                "conversionRatio": number(p.conversion_ratio),
+            }
+            for p in reward.payment_configs.all()
+        ],
+        "cardSeries": [{"id": s.pk, "code": s.code} for s in reward.card_series.all()],
+        "labels": [label.pk for label in labels],
+        "startDateTime": time_s(reward.start_time),
+        "endDateTime": time_s(reward.end_time),
+        "languageSpecificInfo": [
+            {
+                "language": content.language,
+                "richContentRO": {"content": content.content, "isEnabled": content.is_enabled},
+                "defaultValue": content.default_value,
+            }
+            for content in reward.language_content.all()
+        ],
+        "vendorId": str(reward.vendor_id) if reward.vendor_id is not None else None,
+        "redemptionType": reward.redemption_type,
+    }
+
+
+def paging_body(page: RewardPage) -> dict:
+    return {
+        "last": page.last,
+        "totalElements": page.total,
+        "totalPages": page.total_pages,
+        "numberOfElements": len(page.rewards),
+        "first": page.first,
+        "size": page.size,
+        "number": page.number,
+    }
+
+
+def reward_list_body(result: RewardList) -> dict:
+    return {
+        "status": dict(SUCCESS),
+        "rewardList": [reward_body(r, now=result.now, usages=result.usages) for r in result.page.rewards],
+        "pagingDto": paging_body(result.page),
+        "orgLevelRestrictions": org_restrictions_body(result.org_constraints, result.usages),
+    }

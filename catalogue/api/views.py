@@ -1,0 +1,79 @@
+"""GET …/v1/user/reward/brand/{brandName}?userId=…: a customer's rewards (R11).
+
+Validates every parameter (15006 without userId; 400 naming each bad parameter), looks
+up the brand (3004) and the customer (1014) in the caller's org, calls
+``reward_list_for_customer`` once and renders its result.
+"""
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import viewsets
+from rest_framework.response import Response
+
+from catalogue.filters import RewardFilterSet
+from catalogue.selectors import PageRequest, customer_get, reward_list_for_customer
+from issuance.api.permissions import CanIssueThroughApi
+from issuance.errors import ErrorCode, IssuanceError, bad_request
+from issuance.resolution import brand_for
+
+from .serializers import reward_list_body
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE = 2**31 - 1
+
+
+def _integer(params, name: str, *, minimum: int, maximum: int, errors: list[str]) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 19 or not minimum <= int(text) <= maximum:
+        errors.append(f"{name}: must be an integer between {minimum} and {maximum}, not '{text[:50]}'")
+        return None
+    return int(text)
+
+
+def page_request(params, errors: list[str]) -> PageRequest:
+    """page: 1-based, 0 = unpaged, absent = 1. size: default 20; above
+    LIST_MAX_PAGE_SIZE it is clamped to it (pagingDto.size tells the size used)."""
+    page = _integer(params, "page", minimum=0, maximum=MAX_PAGE, errors=errors)
+    size = _integer(params, "size", minimum=1, maximum=MAX_PAGE, errors=errors)
+    return PageRequest(
+        page=1 if page is None else page,
+        size=min(size or DEFAULT_PAGE_SIZE, settings.LIST_MAX_PAGE_SIZE),
+        unpaged_ceiling=settings.LIST_UNPAGED_CEILING,
+    )
+
+
+def customer_id(params) -> int:
+    raw = (params.get("userId") or "").strip()
+    if not raw:
+        raise IssuanceError(ErrorCode.MISSING_IDENTIFIER)
+    if not raw.isdigit():
+        raise bad_request(f"userId: must be a customer id (an integer), not '{raw[:50]}'")
+    return int(raw)
+
+
+class RewardListViewSet(viewsets.ViewSet):
+    """The rewards of a brand that one customer may take, filtered, sorted and paged."""
+
+    permission_classes = [CanIssueThroughApi]
+
+    def list(self, request, brand_name: str):
+        org = request.user.profile.org
+        now = timezone.now()
+        params = request.query_params
+        user_id = customer_id(params)
+        errors: list[str] = []
+        page = page_request(params, errors)
+        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
+        if not filterset.is_valid():
+            errors.extend(f"{name}: {message}" for name, messages in filterset.errors.items() for message in messages)
+        if errors:
+            raise bad_request("; ".join(errors))
+        brand = brand_for(org=org, name=brand_name)
+        customer = customer_get(org=org, customer_id=user_id)
+        result = reward_list_for_customer(
+            org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
+        )
+        return Response(reward_list_body(result))
