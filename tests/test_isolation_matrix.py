@@ -301,7 +301,7 @@ MATRIX: dict[str, Entry] = {
     "reward-issue-single POST": Entry(single_issue, own_only),
     "reward-issue-bulk POST": Entry(bulk_issue, own_only),
     "reward-issue-connected POST": Entry(connected_issue, connected_orgs),
-    "validation-code POST": Entry(validation_code, own_only, books_on_till=False),
+    "validation-code POST": Entry(validation_code, own_only),
     "reward-list GET": Entry(reward_list, own_only, books_on_till=False),
 }
 

@@ -15,6 +15,7 @@ from tests.conftest import ISSUE_BULK, ISSUE_SINGLE, api_user_for, basic_auth
 pytestmark = pytest.mark.django_db
 
 OK = {"success": True, "code": 200, "message": "Reward issued successfully"}
+VALIDATION_CODE = "/api_gateway/rewards/core/v1/user/validation_code?username=till1"
 
 
 def status_of(response):
@@ -631,16 +632,26 @@ def test_skip_validation_is_honoured_only_when_the_org_allows_it(
     assert refused.status_code == 422
     assert refused.json() == {"status": {"success": False, "code": 808, "message": "Validation code is invalid"}}
     with django_capture_on_commit_callbacks(execute=True):
-        sent = api.post("/api_gateway/rewards/core/v1/user/validation_code", {"mobile": "11223569865"}, format="json")
+        sent = api.post(VALIDATION_CODE, {"mobile": "11223569865"}, format="json")
     assert sent.status_code == 200 and "code" not in sent.json()
     with django_capture_on_commit_callbacks(execute=True):
-        again = api.post("/api_gateway/rewards/core/v1/user/validation_code", {"mobile": "11223569865"}, format="json")
+        again = api.post(VALIDATION_CODE, {"mobile": "11223569865"}, format="json")
     assert again.status_code == 200
     code = mailoutbox[0].body.split("Your code is ")[1][:6]
     assert mailoutbox[1].body == mailoutbox[0].body  # the same code inside the validity window
     assert status_of(single(api, 90, validationCode="000000" if code != "000000" else "111111"))["code"] == 808
     assert status_of(single(api, 90, validationCode=code)) == OK
     assert status_of(single(api, 90, validationCode=code))["code"] == 808  # one-time
+
+
+def test_validation_code_needs_a_till_of_the_caller(api, account, org):
+    missing = api.post("/api_gateway/rewards/core/v1/user/validation_code", {"mobile": "11223569865"}, format="json")
+    assert missing.status_code == 400
+    f.TillFactory(code="foreign")
+    foreign = api.post("/api_gateway/rewards/core/v1/user/validation_code?username=foreign",
+                       {"mobile": "11223569865"}, format="json")
+    assert foreign.status_code == 403
+    assert foreign.json()["status"]["message"] == "The till is not available to this user"
 
 
 # ---------------------------------------------------------------- request validation

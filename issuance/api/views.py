@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from catalogue.models import Organisation
 from issuance.errors import ErrorCode, IssuanceError, bad_request
-from issuance.resolution import Identifiers, customer_for
+from issuance.resolution import Identifiers, customer_for, till_for
 from issuance.services import BULK, CONNECTED, SINGLE, IssueRequest, fingerprint, rewards_issue
 from issuance.validation_codes import validation_code_issue
 
@@ -154,6 +154,7 @@ class ValidationCodeViewSet(viewsets.ViewSet):
     permission_classes = [CanIssueThroughApi]
 
     def create(self, request):
+        till_for(org=request.user.profile.org, code=request.query_params.get("username"), user=request.user)  # R1
         raw = json_object(request)
         fields = {name: IdentifierField(required=False, allow_null=True) for name in ("mobile", "externalId")}
         identifiers = {}
