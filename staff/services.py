@@ -569,11 +569,6 @@ def bulk_job_create(*, actor, org: Organisation, till: Till, file_name: str, dat
 
 def bulk_job_can_start(job: BulkJob) -> str | None:
     """Why the job cannot be issued, or None."""
-    if not job.org.allow_skip_validation:
-        return (
-            f"{job.org.name} requires a customer validation code for every issue (ALLOW_SKIPPING_VALIDATION is "
-            "off), which a file cannot carry: issue these one by one instead."
-        )
     if job.invalid_rows >= job.total_rows:
         return "No valid row to issue."
     return None

@@ -781,3 +781,29 @@ def test_dry_run_prices_and_checks_and_changes_nothing(api, account, coupon_rewa
     assert data["rewards"][1]["status"]["code"] == 8004
     assert not IssuanceLine.objects.exists() and not LedgerEntry.objects.exists()
     assert cm.CouponCode.objects.count() == 5
+
+
+def test_staff_channels_need_no_customer_validation_code(api_user, account, org, brand):
+    """R3 guards a customer's points against API callers; goodwill staff are signed in and audited."""
+    from issuance.models import Channel
+    from issuance.resolution import Identifiers
+    from issuance.services import SINGLE, IssueItem, IssueRequest, rewards_issue
+
+    free_reward(brand, 95)
+    org.allow_skip_validation = False
+    org.save()
+
+    def issue(channel):
+        return rewards_issue(IssueRequest(
+            org=org, actor=api_user, till_code="till1", mode=SINGLE, channel=channel,
+            identifiers=Identifiers(mobile="11223569865"), items=[IssueItem(reward_id=95)],
+        ))
+
+    from issuance.errors import IssuanceError
+
+    with pytest.raises(IssuanceError) as refused:
+        issue(Channel.API)
+    assert refused.value.code == 808
+    for channel in (Channel.STAFF, Channel.BULK_UPLOAD):
+        result = issue(channel)
+        assert result.body["status"] == OK and result.issuance.channel == channel

@@ -1037,7 +1037,8 @@ def test_failed_rows_can_be_retried_after_a_top_up(w):
     assert im.IssuedUnit.objects.count() == 3
 
 
-def test_bulk_job_cannot_start_where_the_org_requires_validation_codes(w):
+def test_bulk_job_runs_where_the_org_requires_validation_codes(w):
+    """Staff channels are signed in and audited: the engine asks them for no customer code."""
     cm.Organisation.objects.filter(pk=w.org.pk).update(allow_skip_validation=False)
     job = services.bulk_job_create(
         actor=w.staff,
@@ -1046,8 +1047,10 @@ def test_bulk_job_cannot_start_where_the_org_requires_validation_codes(w):
         file_name="a.csv",
         data=csv_bytes(f"919000000001,{w.coupon_reward.pk},1,x,"),
     )
-    with pytest.raises(services.StaffError, match="validation code"):
-        services.bulk_job_start(job_id=job.pk, org_ids={w.org.pk})
+    services.bulk_job_start(job_id=job.pk, org_ids={w.org.pk})
+    bulk_jobs_run()
+    job.refresh_from_db()
+    assert job.rows.get().status == BulkRowStatus.ISSUED
 
 
 def test_bulk_pages_query_counts_are_bounded(w, django_assert_max_num_queries):
