@@ -15,6 +15,9 @@ Locking and atomicity (``rewards_issue``):
    written), issue each line (coupon codes taken with SKIP LOCKED from a pool that codes
    leave), deduct the points actually issued through the ledger, store the outcome
    under each requestId, commit. A crash anywhere rolls all of it back.
+3. Vendor lines only: step 2 wrote them PENDING with their points held; after the commit
+   the vendor is called with no lock held and each line is settled in its own
+   transaction (``issuance.vendor_settlement``; crash recovery in ``issuance.recovery``).
 A dry run does step 1 and the planning of step 2 without locks or writes.
 """
 
@@ -799,17 +802,12 @@ def rewards_issue(request: IssueRequest) -> IssueResult:
     ctxs = _contexts(request, now)
     if request.dry_run:
         return _dry_run(ctxs)
+    executed = None
     for attempt in range(2):
         try:
             with transaction.atomic():
                 executed = _execute(ctxs)
-            if isinstance(executed, responses.Result):
-                return executed
-            _vendor_phase(executed)
-            result = responses.assemble(request.mode, [o.body if o.line is not None else o.replay
-                                                       for o in executed.outcomes])
-            result.issuance = executed.issuances[0] if executed.issuances else None
-            return result
+            break
         except IntegrityError as error:
             # Another call inserted one of our requestIds first (a concurrent duplicate
             # for another customer); the retry sees its record.
@@ -819,7 +817,12 @@ def rewards_issue(request: IssueRequest) -> IssueResult:
                 raise IssuanceError(ErrorCode.IN_FLIGHT) from error
         except OperationalError as error:
             raise _lock_error(error) from error
-    raise IssuanceError(ErrorCode.IN_FLIGHT)
+    if isinstance(executed, responses.Result):
+        return executed
+    _vendor_phase(executed)  # after the commit, never inside the retry above
+    result = responses.assemble(request.mode, [o.body if o.line is not None else o.replay for o in executed.outcomes])
+    result.issuance = executed.issuances[0] if executed.issuances else None
+    return result
 
 
 def _dry_run(ctxs: list[_Context]) -> IssueResult:
