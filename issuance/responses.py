@@ -28,6 +28,14 @@ class Outcome:
 
 
 @dataclass
+class Written:
+    """What the engine just wrote for a new line (so rendering it needs no query)."""
+
+    units: list
+    refs: list
+
+
+@dataclass
 class Result:
     mode: str
     http_status: int
@@ -196,7 +204,12 @@ def fill_line_bodies(outcomes: list[Outcome], *, mode: str, event_date_time, ref
         )
         for outcome in outcomes:
             outcome.line = fresh[outcome.line.pk]
-    refs, units = _refs_and_units([o.line for o in outcomes])
+    unread = [o.line for o in outcomes if getattr(o.line, "written", None) is None]
+    refs, units = _refs_and_units(unread) if unread else ({}, {})
+    for outcome in outcomes:
+        written = getattr(outcome.line, "written", None)
+        if written is not None:
+            refs[outcome.line.pk], units[outcome.line.pk] = written.refs, written.units
     for outcome in outcomes:
         line = outcome.line
         error = outcome.plan.error if (outcome.plan is not None and line.status == LineStatus.FAILED) else None

@@ -626,24 +626,29 @@ def _execute_line(plan: LinePlan, issuance: Issuance, account: PointsAccount, ct
             line.save()
             return line
     issued: list[IssuedUnit] = []
+    refs: list[str] = []
     if error is None and plan.units > 0:
         issued, error = _issue_units(plan, line, ctx.now)
     if issued:
         points = plan.price.points_for(plan.prior_units + len(issued)) - plan.price.points_for(plan.prior_units)
         if points > 0:
-            ledger.points_redeem_locked(
+            entry = ledger.points_redeem_locked(
                 account,
                 amount=points,
                 reason=f"Reward {plan.reward.pk} × {len(issued)} (line {line.pk})",
                 actor=ctx.request.actor,
                 line=line,
             )
+            refs.append(entry.reference_id)
         line.quantity += len(issued)
         line.total_points += points
     if error is None and plan.limit_error is not None and line.quantity < line.planned_units:
         error = plan.limit_error
     line_conclude(line, error)
     line.save()
+    if plan.line is None:
+        # A new line's units and references are all here: the response needs no re-read.
+        line.written = responses.Written(units=issued, refs=refs)
     return line
 
 

@@ -17,13 +17,12 @@ from tests.conftest import ISSUE_BULK, ISSUE_SINGLE
 pytestmark = pytest.mark.django_db
 
 # Measured on PostgreSQL (see docs/performance.md), a single issue of a coupon reward:
-# auth user+profile (1), user and group permissions (2), till with membership (1),
-# customer (1), rewards + payment configs (2), custom-field definitions (1), limits that
-# may apply (1), customer facts (1, a UNION), reward targets (1, a UNION), savepoint,
-# SET lock_timeout + account lock (2), issuance insert/update (2), line insert/update (2),
-# coupon pick + delete + unit insert (3), account update + ledger insert (2), response:
-# refs + units (2), release.
-SINGLE_ISSUE_MAX_QUERIES = 26
+# auth user+profile (1), the API permission (1), till with membership (1), customer (1),
+# rewards + payment configs (2), custom-field definitions (1), limits that may apply (1),
+# customer facts (1, a UNION), reward targets (1, a UNION), savepoint, SET lock_timeout +
+# account lock (2), issuance insert/update (2), line insert/update (2), coupon pick +
+# delete + unit insert (3), account update + ledger insert (2), release.
+SINGLE_ISSUE_MAX_QUERIES = 23
 # Per extra bulk line: line insert/update, coupon pick/delete/unit insert, balance update
 # and ledger insert.
 PER_BULK_LINE_MAX_QUERIES = 7
