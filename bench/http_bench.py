@@ -60,7 +60,11 @@ REWARD_POINTS = Decimal(10)
 TILL_USER, TILL_PASSWORD = "bench_till", "bench-pass-123"  # bench/list_rewards.py's till login
 LIST_FILTER = {"redemptionType": "VOUCHER,MILES", "status": "LIVE"}
 _SMALL, _LARGE = (int(n) for n in os.environ.get("BENCH_SCALES", "10000,100000").split(","))  # smaller: to debug
-DATABASES = {"10k": ("bench_10k", _SMALL), "100k": ("bench_100k", _LARGE), "100k-drained": ("bench_100k_drained", _LARGE)}
+DATABASES = {
+    "10k": ("bench_10k", _SMALL),
+    "100k": ("bench_100k", _LARGE),
+    "100k-drained": ("bench_100k_drained", _LARGE),
+}
 # Which scenarios run on which database: everything on the main one, what the scale and drain
 # comparisons need on the others.
 PLAN = {
@@ -195,6 +199,9 @@ def count_queries(facts: dict) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     client = Client()
+    token = client.post("/oauth/token/", {"grant_type": "client_credentials", "scope": "rewards:issue rewards:read"},
+                        HTTP_AUTHORIZATION=basic(facts["client_id"], facts["client_secret"])).json()["access_token"]
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     auth = {"HTTP_AUTHORIZATION": basic(TILL_USER, TILL_PASSWORD)}
     calls = {
         "ping": lambda: client.get("/bench/ping", **auth),
@@ -204,6 +211,10 @@ def count_queries(facts: dict) -> dict:
         "bulk": lambda: client.post(BULK_PATH, bulk_body(facts, 7, f"q-{random.random()}"),
                                     content_type="application/json", **auth),
         "list": lambda: client.get(list_path(7), **auth),
+        "ping-oauth": lambda: client.get("/bench/ping", **bearer),
+        "issue-oauth": lambda: client.post(single_path(facts), issue_body(7, f"q-{random.random()}"),
+                                           content_type="application/json", **bearer),
+        "list-oauth": lambda: client.get(list_path(7), **bearer),
     }
     counts = {}
     for name, call in calls.items():
@@ -380,7 +391,8 @@ def wrk_env(kind: str, facts: dict, auth: str, tag: str) -> dict:
 
 
 def run_wrk(port: int, env: dict, seconds: float, connections: int, threads: int = 2) -> dict:
-    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+               "--timeout", "10s",
                "-s", str(WRK_LUA), f"http://127.0.0.1:{port}"]
     result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60)
     for line in result.stdout.splitlines():
@@ -492,7 +504,8 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (pgbench clients: --workers)")
     parser.add_argument("--quick", action="store_true", help="100k only, 2 rounds of 3 s (a smoke run)")
     parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run on this cluster")
-    parser.add_argument("--profile", action="store_true", help="also py-spy the issue call (bench/profile.txt)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also py-spy the issue call (var/bench/issue-profile.txt)")
     args = parser.parse_args()
     if args.load:
         print(json.dumps(load(args.load)), flush=True)
@@ -586,17 +599,19 @@ def main() -> None:  # noqa: C901, PLR0915
 
 
 def profile(server: Server, env: dict, connections: int) -> None:
-    """py-spy one worker while wrk drives single issues; the busiest frames go to bench/profile.txt."""
+    """py-spy one worker while wrk drives single issues (samples of the thread holding the GIL: where
+    the worker's CPU goes); collapsed stacks to var/bench/issue-profile.txt."""
     worker = server.workers[0]
     out = ROOT / "var" / "bench" / "issue-profile.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker),
                             "--duration", "10", "--rate", "200", "--format", "raw", "--output", str(out),
-                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     run_wrk(server.port, env, 12, connections)
     spy.wait(timeout=60)
-    print(f"profile (collapsed stacks) in {out}; summarise with: .venv/bin/python bench/profile_summary.py {out}")
+    print(f"profile (collapsed stacks) in {out}; summary:", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "profile_summary.py"), str(out), "--top", "20"])
 
 
 def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C901, PLR0912, PLR0915
@@ -632,16 +647,35 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
     print(f"peak RSS per gunicorn worker (MiB): {rss}")
 
     main_ = "100k"
+
+    def cpu(key, i, s):
+        row = results[(key, s)][i]
+        return (row["app_cpu_ms"] or 0) + row["db_cpu_ms"]
+
     ratios = {
-        "issue / bare (engine overhead; target >= 0.60)": per_round(lambda i: rps(main_, "issue", i) / rps(main_, "bare", i)),
+        "issue / bare (engine overhead; target >= 0.60)": per_round(
+            lambda i: rps(main_, "issue", i) / rps(main_, "bare", i)),
         "bare / pgbench (Django's share)": per_round(lambda i: rps(main_, "bare", i) / rps(main_, "pgbench", i)),
         "issue / pgbench": per_round(lambda i: rps(main_, "issue", i) / rps(main_, "pgbench", i)),
-        "issue Basic / OAuth2 (target 0.90-1.10)": per_round(lambda i: rps(main_, "issue", i) / rps(main_, "issue-oauth", i)),
-        "list Basic / OAuth2 (target 0.90-1.10)": per_round(lambda i: rps(main_, "list", i) / rps(main_, "list-oauth", i)),
-        "bulk units/s / single (target >= 4)": per_round(lambda i: BULK_REWARDS * rps(main_, "bulk", i) / rps(main_, "issue", i)),
+        "issue Basic / OAuth2 (target 0.90-1.10)": per_round(
+            lambda i: rps(main_, "issue", i) / rps(main_, "issue-oauth", i)),
+        "issue CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "issue-oauth") / cpu(main_, i, "issue")),
+        "ping CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "ping-oauth") / cpu(main_, i, "ping")),
+        "list Basic / OAuth2 (target 0.90-1.10)": per_round(
+            lambda i: rps(main_, "list", i) / rps(main_, "list-oauth", i)),
+        "list CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "list-oauth") / cpu(main_, i, "list")),
+        "bulk units/s / single (target >= 4)": per_round(
+            lambda i: BULK_REWARDS * rps(main_, "bulk", i) / rps(main_, "issue", i)),
         "list / ping (target >= 0.50)": per_round(lambda i: rps(main_, "list", i) / rps(main_, "ping", i)),
     }
     for scenario in ("issue", "bulk", "list", "bare", "ping", "pgbench"):
+        # CPU per call (app + PostgreSQL) is what the machine's other tenants disturb least.
+        if "10k" in plan and scenario in plan["10k"]:
+            ratios[f"{scenario} CPU/call 100k / 10k (degradation; target <= 1.5)"] = per_round(
+                lambda i, s=scenario: cpu(main_, i, s) / cpu("10k", i, s))
+        if "100k-drained" in plan and scenario in plan["100k-drained"]:
+            ratios[f"{scenario} CPU/call drained / full (degradation; target <= 1.5)"] = per_round(
+                lambda i, s=scenario: cpu("100k-drained", i, s) / cpu(main_, i, s))
         if "10k" in plan and scenario in plan["10k"]:
             ratios[f"{scenario} req/s 10k / 100k (degradation; target <= 1.5)"] = per_round(
                 lambda i, s=scenario: rps("10k", s, i) / rps(main_, s, i))

@@ -250,11 +250,12 @@ def add_price_columns() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE catalogue_reward ADD COLUMN IF NOT EXISTS list_points numeric(18, 4), "
                        "ADD COLUMN IF NOT EXISTS list_cash numeric(14, 2)")
-    rows = Reward.objects.annotate(p=reward_points_expression(), c=reward_cash_expression()).values_list("pk", "p", "c")
+    rows = list(Reward.objects.annotate(p=reward_points_expression(), c=reward_cash_expression())
+                .values_list("pk", "p", "c"))
     with connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE prices (id bigint, p numeric, c numeric)")
         with cursor.cursor.copy("COPY prices FROM STDIN") as copy:
-            for row in rows.iterator(chunk_size=10000):
+            for row in rows:
                 copy.write_row(row)
         cursor.execute("UPDATE catalogue_reward r SET list_points = p.p, list_cash = p.c FROM prices p WHERE p.id = r.id")
         cursor.execute("CREATE INDEX IF NOT EXISTS bench_reward_brand_points ON catalogue_reward (brand_id, list_points)")
@@ -283,6 +284,9 @@ def serve(port: int) -> None:
     django.setup()
     from django.core.wsgi import get_wsgi_application
 
+    import logging
+
+    logging.disable(logging.WARNING)  # no access log lines, no warning per 4xx (the baseline)
     if os.environ.get("BENCH_DENORMALISED_PRICES") == "1":
         # Experiment only: the price expressions read the columns added by add_price_columns().
         from django.db.models import DecimalField
@@ -319,9 +323,39 @@ def serve(port: int) -> None:
 
     server = PooledWSGIServer(("127.0.0.1", port), QuietHandler)
     server.request_queue_size = 64
-    server.set_app(get_wsgi_application())
+    server.set_app(timed(get_wsgi_application()))
     print("ready", flush=True)
     server.serve_forever()
+
+
+def timed(app):
+    """The WSGI app, adding two response headers: the request thread's CPU time (the app's
+    own work: Django, DRF, psycopg's client side, JSON) and the wall time spent in database
+    calls. On a shared machine these separate what the code costs from waiting for a CPU."""
+    from django.db import connection
+
+    def wrapped(environ, start_response):
+        db_seconds = 0.0
+        cpu_start = time.thread_time()
+
+        def count_db(execute, sql, params, many, context):
+            nonlocal db_seconds
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                db_seconds += time.perf_counter() - started
+
+        def start(status, headers, exc_info=None):
+            # Called once the response is built (Django renders before starting the response).
+            headers.append(("X-Bench-App-CPU-ms", f"{(time.thread_time() - cpu_start) * 1000:.2f}"))
+            headers.append(("X-Bench-DB-ms", f"{db_seconds * 1000:.2f}"))
+            return start_response(status, headers, exc_info)
+
+        with connection.execute_wrapper(count_db):
+            return app(environ, start)
+
+    return wrapped
 
 
 # ---------------------------------------------------------------- the client
@@ -339,15 +373,24 @@ def auth_header() -> str:
     return "Basic " + base64.b64encode(f"{TILL_USER}:{TILL_PASSWORD}".encode()).decode()
 
 
-def call(port: int, path: str) -> tuple[float, int, bytes]:
+class Sample(float):
+    """A request's wall time (seconds) carrying the server's app CPU and DB time (ms)."""
+
+    app_cpu_ms: float
+    db_ms: float
+
+
+def call(port: int, path: str) -> tuple[Sample, int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     start = time.perf_counter()
     connection.request("GET", path, headers={"Authorization": auth_header()})
     response = connection.getresponse()
     body = response.read()
-    elapsed = time.perf_counter() - start
+    sample = Sample(time.perf_counter() - start)
+    sample.app_cpu_ms = float(response.getheader("X-Bench-App-CPU-ms") or "nan")
+    sample.db_ms = float(response.getheader("X-Bench-DB-ms") or "nan")
     connection.close()
-    return elapsed, response.status, body
+    return sample, response.status, body
 
 
 SCENARIOS = {
@@ -419,10 +462,12 @@ def run_concurrent(port: int, clients: int, per_client: int, seed: int) -> tuple
     return samples, time.perf_counter() - start
 
 
-def line(name: str, samples: list[float]) -> str:
+def line(name: str, samples: list[Sample]) -> str:
     ms = [s * 1000 for s in samples]
+    app = statistics.median(s.app_cpu_ms for s in samples)
+    db = statistics.median(s.db_ms for s in samples)
     return (f"| {name} | {percentile(ms, 50):.1f} | {percentile(ms, 95):.1f} | {percentile(ms, 99):.1f} | "
-            f"{statistics.mean(ms):.1f} | {len(ms)} |")
+            f"{statistics.mean(ms):.1f} | {app:.1f} | {db:.1f} | {len(ms)} |")
 
 
 def explain(brand_name: str, params: dict) -> None:
@@ -522,7 +567,8 @@ def main() -> None:
     print(f"\ndone; {load_average()}")
 
 
-HEADER = "| call | p50 ms | p95 ms | p99 ms | mean ms | n |\n|---|---|---|---|---|---|"
+HEADER = ("| call | p50 ms | p95 ms | p99 ms | mean ms | app CPU ms (median) | DB ms (median) | n |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def load_average() -> str:
@@ -532,9 +578,8 @@ def load_average() -> str:
 
 @contextlib.contextmanager
 def running_server(port: int, **env):
-    # LOG_LEVEL=ERROR: Django logs every 4xx (the baseline's 15006) as a warning.
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "LOG_LEVEL": "ERROR", **env})
+                              env={**os.environ, **env})
     try:
         assert server.stdout.readline().strip() == "ready", "server did not start"
         call(port, path_for("", {}, None))  # verifies the password once (PBKDF2), then it is cached
@@ -545,4 +590,5 @@ def running_server(port: int, **env):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
     main()

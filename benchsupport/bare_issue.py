@@ -18,10 +18,12 @@ from decimal import Decimal
 
 STATEMENTS = [
     "SELECT balance, held FROM issuance_pointsaccount WHERE id = {account} FOR UPDATE",
-    "SELECT id AS code_id, code FROM catalogue_couponcode WHERE series_id = {series} LIMIT 1 FOR UPDATE SKIP LOCKED",
+    "SELECT id AS code_id, code FROM catalogue_couponcode WHERE series_id = {series} ORDER BY code LIMIT 1 "
+    "FOR UPDATE SKIP LOCKED",
     "DELETE FROM catalogue_couponcode WHERE id = {code_id}",
     "INSERT INTO issuance_issuance (org_id, till_id, brand_id, customer_id, account_id, group_loyalty_redemption, "
-    "actor_id, channel, owner_type, reason, transaction_number, notes, event_log_id, status, response_code, created_at) "
+    "actor_id, channel, owner_type, reason, transaction_number, notes, event_log_id, status, response_code, "
+    "created_at) "
     "VALUES ({org}, {till}, {brand}, {customer}, {account}, false, {actor}, 'API', '', '', '', '', '', 'SUCCESS', 200, "
     "now()) RETURNING id AS issuance_id",
     "INSERT INTO issuance_issuanceline (issuance_id, org_id, customer_id, reward_id, redemption_type, request_id, "

@@ -43,7 +43,8 @@ class BareIssueView(APIView):
             params["points"] = Decimal(str(data.get("points", "10")))
         except (KeyError, TypeError, ValueError):
             return Response(status_body(400, "customer, series, reward, org, till, brand: integers"), status=400)
-        params["account"] = params["customer"]  # the bench loader gives accounts their customer's id
+        # The bench loader gives each account its customer's id; a caller may name another.
+        params["account"] = int(data.get("account") or params["customer"])
         params["actor"] = request.user.pk
         try:
             with transaction.atomic(), connection.cursor() as cursor:

@@ -10,6 +10,7 @@ docs/list-api.md.
 """
 
 import datetime
+import functools
 import zoneinfo
 from decimal import Decimal, InvalidOperation
 
@@ -160,10 +161,14 @@ class RewardFilterForm(forms.Form):
 # ---------------------------------------------------------------- the FilterSet
 
 
+@functools.cache
+def _filter_class(field_class):
+    return type(f"{field_class.__name__}Filter", (django_filters.Filter,), {"field_class": field_class})
+
+
 def _param(field_class, label, **kwargs):
     """A filter whose form field is ``field_class`` (parsing and messages are the field's)."""
-    filter_class = type(f"{field_class.__name__}Filter", (django_filters.Filter,), {"field_class": field_class})
-    return filter_class(label=label, **kwargs)
+    return _filter_class(field_class)(label=label, **kwargs)
 
 
 class RewardFilterSet(django_filters.FilterSet):

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import DatabaseError, connections
+from django.db import connections, transaction
 from django.db.models import (
     Case,
     DecimalField,
@@ -37,7 +37,22 @@ from issuance.limits import _COUNTED, _LINE_UNITS, _LINE_VALUE, Window, window_f
 from issuance.models import IssuanceLine
 
 from .choices import ConstraintKpi, ConstraintLevel, PaymentMode
-from .models import POINTS, Brand, Customer, Organisation, PaymentConfig, Reward, RewardConstraint, Tier
+from .models import (
+    POINTS,
+    Brand,
+    CardSeries,
+    Category,
+    Customer,
+    Label,
+    Organisation,
+    PaymentConfig,
+    Reward,
+    RewardConstraint,
+    RewardGroup,
+    RewardLanguageContent,
+    RewardMedia,
+    Tier,
+)
 
 MAX_CUSTOMER_ID = 2**63 - 1
 _POINTS_FIELD = DecimalField(**POINTS)
@@ -91,6 +106,11 @@ def reward_cash_expression():
     return Subquery(lowest, output_field=DecimalField(max_digits=14, decimal_places=2))
 
 
+# Correlated subqueries: cheap for a page or behind selective filters, but a price sort or
+# an unselective price filter computes them for every candidate reward (~0.5 s on a brand
+# of 60,000). The fix is a model change (docs/performance.md, "List API"): denormalised
+# Reward.list_points / list_cash kept by the catalogue services, indexed with the brand;
+# then these two entries become F("list_points") / F("list_cash").
 PRICE_EXPRESSIONS = {"list_points": reward_points_expression, "list_cash": reward_cash_expression}
 
 
@@ -113,17 +133,21 @@ def rewards_available_to(*, customer: Customer, brand: Brand) -> QuerySet[Reward
 
 def with_list_details(queryset: QuerySet[Reward]) -> QuerySet[Reward]:
     """Every row a reward object of the list shows: one query per kind, whatever the page
-    size or the number of linked rows."""
+    size or the number of linked rows. Each kind lands in a plain list attribute
+    (``list_<kind>``): Django builds a related-manager queryset per reward and per kind
+    for a prefetch without ``to_attr`` (~9 × 20 querysets per page, measured at a quarter
+    of the call's CPU)."""
     return queryset.prefetch_related(
-        "categories",
-        "groups",
-        "labels",
-        "card_series",
-        Prefetch("target_tiers", queryset=Tier.objects.order_by("program_id", "serial", "id")),
-        "media",
-        "language_content",
-        Prefetch("payment_configs", queryset=PaymentConfig.objects.order_by("id")),
-        Prefetch("constraints", queryset=RewardConstraint.objects.order_by("id")),
+        Prefetch("categories", queryset=Category.objects.order_by("name", "id"), to_attr="list_categories"),
+        Prefetch("groups", queryset=RewardGroup.objects.order_by("name", "id"), to_attr="list_groups"),
+        Prefetch("labels", queryset=Label.objects.order_by("name", "id"), to_attr="list_labels"),
+        Prefetch("card_series", queryset=CardSeries.objects.order_by("code", "id"), to_attr="list_card_series"),
+        Prefetch("target_tiers", queryset=Tier.objects.order_by("program_id", "serial", "id"), to_attr="list_tiers"),
+        Prefetch("media", queryset=RewardMedia.objects.order_by("kind", "position", "id"), to_attr="list_media"),
+        Prefetch("language_content", queryset=RewardLanguageContent.objects.order_by("language", "id"),
+                 to_attr="list_language_content"),
+        Prefetch("payment_configs", queryset=PaymentConfig.objects.order_by("id"), to_attr="list_payment_configs"),
+        Prefetch("constraints", queryset=RewardConstraint.objects.order_by("id"), to_attr="list_constraints"),
     )
 
 
@@ -178,22 +202,18 @@ def _without_jit(alias: str):
     as if its subplans ran per row (~400,000 per pair on 60,000 rewards) although it runs
     them once, hashed; the four pairs cross the JIT thresholds and every list call paid
     ~450 ms of LLVM compilation for a count that runs in 5–50 ms. So the list's queries
-    run with JIT off on the connection they read from (the primary or the replica).
-    (Better: ``-c jit=off`` in the connections' OPTIONS in settings; then drop this.)"""
-    db = connections[alias]
-    if db.vendor != "postgresql":
+    run in a read transaction with ``SET LOCAL jit = off``, on the database they read
+    from (the primary, or the replica the router picks): nothing outlives the
+    transaction, and under PgBouncer's transaction pooling the setting and the queries
+    share one server connection. (Simpler, once decided for the whole app: ``jit = off``
+    for the database role or in the connections' OPTIONS; then drop this.)"""
+    if connections[alias].vendor != "postgresql":
         yield
         return
-    with db.cursor() as cursor:
-        cursor.execute("SET jit = off")
-    try:
+    with transaction.atomic(using=alias):
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
         yield
-    finally:
-        try:
-            with db.cursor() as cursor:
-                cursor.execute("RESET jit")
-        except DatabaseError:
-            pass  # an aborted transaction: its rollback undoes the SET as well
 
 
 def reward_page(queryset: QuerySet[Reward], *, request: PageRequest) -> RewardPage:
@@ -247,7 +267,7 @@ def constraint_consumption(
     id: ``issuance.limits.consumed`` for many constraints in ONE aggregate query (one
     filtered sum per constraint) instead of one query each. Windows come from
     ``issuance.limits.window_for``, the counted statuses and each line's contribution
-    from issuance.limits too; tests/test_list_rewards.py checks that both agree.""" 
+    from issuance.limits too; tests/test_list_rewards.py checks that both agree."""
     constraints = list({c.pk: c for c in constraints}.values())
     if not constraints:
         return {}
@@ -294,6 +314,6 @@ def reward_list_for_customer(
     rewards = filterset.filter_queryset(rewards_available_to(customer=customer, brand=brand))
     result = reward_page(rewards, request=page)
     org_level = org_constraints(org)
-    reward_level = [c for reward in result.rewards for c in reward.constraints.all()]
+    reward_level = [c for reward in result.rewards for c in reward.list_constraints]
     usages = constraint_consumption(reward_level + org_level, customer_id=customer.pk, org=org, now=now)
     return RewardList(page=result, usages=usages, org_constraints=org_level, now=now)

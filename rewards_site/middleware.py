@@ -19,8 +19,10 @@ class DatabaseUnavailableMiddleware:
     instead of a 500.
 
     The database being down (restart, fail-over, network cut) is not a bug of the request:
-    the client may retry, and with requestIds a retry is safe (R8). Nothing was committed,
-    because every write runs in one ``transaction.atomic()`` that the error aborted. Django
+    the client may retry, and with requestIds a retry is safe (R8). Each call's writes run in
+    one ``transaction.atomic()``, so they committed whole or not at all; when the connection
+    broke during COMMIT itself the client cannot tell which, and the retry with the same
+    requestId answers either way (tests/test_stress.py restarts PostgreSQL under load). Django
     marks the broken connection unusable and, with ``CONN_HEALTH_CHECKS``, opens a new one
     on the next request, so the service recovers by itself once the database is back.
 

@@ -108,3 +108,17 @@ def api(api_user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=basic_auth(api_user.username, "pass"))
     return client
+
+
+# ---------------------------------------------------------------- case counts of generated suites
+
+# Lines a test module wants shown at the end of the run (the fuzzing and bad-input suites
+# append their case counts here); printed as a "case counts" section even with -q.
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY_LINES:
+        terminalreporter.section("case counts")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

@@ -112,10 +112,15 @@ client = Client(HTTP_AUTHORIZATION=basic_auth("till_user", "pass"))
 LIST = f"/api_gateway/rewards/core/v1/user/reward/brand/BUKL?userId={customer.pk}"
 
 def listed():
-    with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(connections["replica"]) as replica:
-        response = client.get(LIST)
+    with CaptureQueriesContext(connections["default"]) as primary:
+        with CaptureQueriesContext(connections["replica"]) as replica:
+            response = client.get(LIST)
     assert response.status_code == 200, response.content
-    tables = lambda ctx: sorted({t for q in ctx.captured_queries for t in ("catalogue_reward", "auth_user") if f'"{t}"' in q["sql"]})
+
+    def tables(ctx):
+        sql = " ".join(q["sql"] for q in ctx.captured_queries)
+        return sorted(t for t in ("catalogue_reward", "auth_user") if f'"{t}"' in sql)
+
     return [r["id"] for r in response.json()["rewardList"]], tables(primary), tables(replica)
 
 first = reward("first")

@@ -169,7 +169,8 @@ class AppServers:
         self.processes = [
             subprocess.Popen(
                 [gunicorn, "rewards_site.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                 "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--keep-alive", "120",
+                 "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5",
+                 "--keep-alive", "120",
                  "--log-level", "warning"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log, text=True,
             )
@@ -249,7 +250,8 @@ def make_call(rng: random.Random, world: dict, thread: int, n: int) -> tuple[str
         return SINGLE.format(world["vendor"]), {"mobile": mobile, "requestId": rid}, [rid]
     if roll < 0.50:
         rewards = [world["points"], world["limited"], world["coupon"]]
-        items = [{"rewardId": r, "quantity": rng.randint(1, 2), "requestId": f"{rid}-{i}"} for i, r in enumerate(rewards)]
+        items = [{"rewardId": r, "quantity": rng.randint(1, 2), "requestId": f"{rid}-{i}"}
+                 for i, r in enumerate(rewards)]
         return BULK, {"mobile": mobile, "brand": "BUKL", "rewards": items}, [i["requestId"] for i in items]
     reward = rng.choice([world["points"], world["coupon"], world["limited"]])
     return SINGLE.format(reward), {"mobile": mobile, "brand": "BUKL", "requestId": rid}, [rid]
@@ -270,7 +272,7 @@ def drive(ports: list[int], world: dict, *, calls: int | None = None, until: flo
             port = ports[(i + n) % len(ports)]
             path, body, rids = make_call(rng, world, i, n)
             call = Call(port, path, body, rids)
-            for attempt in range(2):
+            for _attempt in range(2):
                 try:
                     call.status, data = request(port, "POST", path, body, conns[port])
                     call.code = (data.get("status") or {}).get("code")
@@ -382,7 +384,8 @@ def test_postgres_restart_mid_run_answers_503_recovers_and_loses_nothing(tmp_pat
     cluster = ThrowawayCluster(tmp_path / "cluster.env")
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True,
-                       env={**os.environ, "DATABASE_URL": cluster.url, "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test"},
+                       env={**os.environ, "DATABASE_URL": cluster.url,
+                            "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test"},
                        timeout=300)
         world = json.loads(in_django(cluster.url, "from tests.test_stress import build_world\n"
                                                   "print(json.dumps(build_world()))"))
@@ -423,8 +426,9 @@ def test_postgres_restart_mid_run_answers_503_recovers_and_loses_nothing(tmp_pat
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 list(pool.map(retry, retries))
             assert all(c.status in EXPECTED for c in retries), Counter(c.status for c in retries)
+        answered = answered_ids(calls + retries)
         problems = in_django(cluster.url, "from tests.test_stress import world_problems\n"
-                                          f"print(json.dumps(world_problems({world!r}, {answered_ids(calls + retries)!r})))")
+                                          f"print(json.dumps(world_problems({world!r}, {answered!r})))")
         assert json.loads(problems) == []
     finally:
         cluster.destroy()

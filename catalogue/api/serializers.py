@@ -1,7 +1,7 @@
 """The list API's response body, field for field as the spec page (list-user-rewards).
 
-Plain functions over already-loaded rows (``catalogue.selectors.reward_list_for_customer``
-prefetches everything): nothing here queries the database. Numbers are exact Decimals
+Plain functions over already-loaded rows (``catalogue.selectors.with_list_details``
+prefetches everything into ``list_*`` attributes): nothing here queries the database. Numbers are exact Decimals
 with trailing zeros dropped (``50.0000`` → ``50``, ``0.350000`` → ``0.35``); times are
 UTC. Choices we made where the page is silent are in docs/list-api.md.
 """
@@ -83,7 +83,7 @@ def restrictions_body(reward: Reward, usages: dict[int, ConstraintUsage]) -> dic
     """rewardRestrictions: the reward's own limits (REWARD: all customers together;
     CUSTOMER: this customer), valid when none of them is used up."""
     levels = {"REWARD": [], "CUSTOMER": []}
-    for constraint in reward.constraints.all():
+    for constraint in reward.list_constraints:
         levels.setdefault(constraint.level, []).append(constraint_body(constraint, usages[constraint.pk]))
     entries = [e for group in levels.values() for e in group]
     return {
@@ -99,11 +99,7 @@ def org_restrictions_body(constraints: list[RewardConstraint], usages: dict[int,
 
 
 def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> dict:
-    categories = list(reward.categories.all())
-    groups = list(reward.groups.all())
-    labels = list(reward.labels.all())
-    tiers = list(reward.target_tiers.all())
-    media = list(reward.media.all())
+    groups, labels, tiers, media = reward.list_groups, reward.list_labels, reward.list_tiers, reward.list_media
     return {
         "id": reward.pk,
         "name": reward.name,
@@ -114,7 +110,8 @@ def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, Con
         "thumbnailUrl": _text(reward.thumbnail_url),
         "termAndConditionsId": reward.terms_id,
         "termAndConditionsUrl": _text(reward.terms_url),
-        # Singular tier / label / group: the first of the reward's (model order), or null.
+        # Singular tier / label / group: the first in with_list_details order (tiers by program and
+        # serial, labels and groups by name), or null.
         "tier": tiers[0].name if tiers else None,
         "label": labels[0].name if labels else None,
         "priority": reward.priority,
@@ -125,7 +122,7 @@ def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, Con
         "expired": reward.end_time <= now,
         "started": reward.start_time <= now,
         "programId": reward.program_id,
-        "categoryList": [{"id": c.pk, "name": c.name, "enabled": c.enabled} for c in categories],
+        "categoryList": [{"id": c.pk, "name": c.name, "enabled": c.enabled} for c in reward.list_categories],
         "customFields": {key: _custom_value(value) for key, value in (reward.custom_fields or {}).items()},
         "loyaltyProgramCriteria": [{"programId": t.program_id, "tierId": t.pk, "tierName": t.name} for t in tiers],
         "groups": [{"id": g.pk, "name": g.name, "rank": g.rank} for g in groups],
@@ -141,9 +138,9 @@ def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, Con
                 "cashAmount": number(p.cash_amount),
                 "conversionRatio": number(p.conversion_ratio),
             }
-            for p in reward.payment_configs.all()
+            for p in reward.list_payment_configs
         ],
-        "cardSeries": [{"id": s.pk, "code": s.code} for s in reward.card_series.all()],
+        "cardSeries": [{"id": s.pk, "code": s.code} for s in reward.list_card_series],
         "labels": [label.pk for label in labels],
         "startDateTime": time_s(reward.start_time),
         "endDateTime": time_s(reward.end_time),
@@ -153,7 +150,7 @@ def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, Con
                 "richContentRO": {"content": content.content, "isEnabled": content.is_enabled},
                 "defaultValue": content.default_value,
             }
-            for content in reward.language_content.all()
+            for content in reward.list_language_content
         ],
         "vendorId": str(reward.vendor_id) if reward.vendor_id is not None else None,
         "redemptionType": reward.redemption_type,

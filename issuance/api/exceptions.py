@@ -6,6 +6,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from issuance.errors import IssuanceError
+from rewards_site.redaction import mask_card_numbers
 
 
 def flatten_errors(detail, prefix: str = "") -> list[str]:
@@ -39,7 +40,10 @@ def status_body(code: int, message: str) -> dict:
 
 def contract_exception_handler(exc, context):
     if isinstance(exc, IssuanceError):
-        return Response({"status": exc.status_block()}, status=exc.http_status)
+        block = exc.status_block()
+        if exc.http_status == 400:  # request errors may echo the input: never a whole card number
+            block["message"] = mask_card_numbers(block["message"])
+        return Response({"status": block}, status=exc.http_status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -52,6 +56,7 @@ def contract_exception_handler(exc, context):
         message = "; ".join(flatten_errors(exc.detail))
     else:
         message = str(exc.detail)
+    message = mask_card_numbers(message)
     headers = {}
     if auth_header := getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = auth_header

@@ -14,6 +14,7 @@ from catalogue.choices import OwnerType
 from issuance.pricing import PaymentRequest
 from issuance.resolution import GroupRef, Identifiers
 from issuance.services import IssueItem
+from rewards_site.redaction import mask_card_numbers
 
 MAX_TEXT = 1000
 MAX_INT = 2**63 - 1
@@ -68,7 +69,12 @@ class PositiveDecimalField(serializers.DecimalField):
 
 
 class AnyJSONField(serializers.JSONField):
-    pass
+    """Any JSON value, as ContractJSONParser produced it. DRF's JSONField re-encodes the value
+    with the standard library to prove it is JSON, which refuses the parser's Decimals:
+    ``{"params": {"x": 1.5}}`` was answered "Value must be valid JSON"."""
+
+    def to_internal_value(self, data):
+        return data
 
 
 class TenderSerializer(serializers.Serializer):
@@ -85,6 +91,21 @@ class TenderSerializer(serializers.Serializer):
             if amount is None or isinstance(amount, bool) or not isinstance(amount, (int, Decimal)) or amount < 0:
                 raise serializers.ValidationError(f"[{index}].amount: must be a number >= 0")
         return value
+
+    def to_internal_value(self, data):
+        """The tender is stored for audit: a card number given in it (``methodOfPaymentId``, a
+        part of ``tenders``) is kept masked to its first 6 and last 4 digits, never whole."""
+        return _cards_masked(super().to_internal_value(data))
+
+
+def _cards_masked(value):
+    if isinstance(value, str):
+        return mask_card_numbers(value)
+    if isinstance(value, dict):
+        return {key: _cards_masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cards_masked(item) for item in value]
+    return value
 
 
 class PaymentConfigSerializer(serializers.Serializer):

@@ -12,6 +12,7 @@ from issuance.services import BULK, CONNECTED, SINGLE, IssueRequest, fingerprint
 from issuance.validation_codes import validation_code_issue
 
 from .permissions import CanIssueThroughApi
+from .schema import BULK_SCHEMA, CONNECTED_SCHEMA, SINGLE_SCHEMA, VALIDATION_CODE_SCHEMA
 from .serializers import (
     BulkIssueSerializer,
     ConnectedIssueSerializer,
@@ -73,6 +74,7 @@ class RewardIssueViewSet(viewsets.ViewSet):
             **common_kwargs(data),
         )
 
+    @SINGLE_SCHEMA
     def issue_single(self, request, reward_id: int):
         raw = json_object(request)
         data = validated(SingleIssueSerializer, raw)
@@ -81,6 +83,7 @@ class RewardIssueViewSet(viewsets.ViewSet):
         result = rewards_issue(self._request(request, mode=SINGLE, items=[item], data=data))
         return Response(result.body, status=result.http_status)
 
+    @BULK_SCHEMA
     def issue_bulk(self, request):
         raw = json_object(request)
         data = validated(BulkIssueSerializer, raw)
@@ -129,6 +132,7 @@ def data_scope_orgs(request, *, write: bool) -> frozenset[int]:
 class ConnectedIssueViewSet(RewardIssueViewSet):
     """POST …/v1.1/user/rewards/issue/ (issue-reward-connected-orgs.txt)."""
 
+    @CONNECTED_SCHEMA
     def issue_connected(self, request):
         allowed = data_scope_orgs(request, write=True)
         raw = json_object(request)
@@ -153,6 +157,7 @@ class ValidationCodeViewSet(viewsets.ViewSet):
 
     permission_classes = [CanIssueThroughApi]
 
+    @VALIDATION_CODE_SCHEMA
     def create(self, request):
         till_for(org=request.user.profile.org, code=request.query_params.get("username"), user=request.user)  # R1
         raw = json_object(request)

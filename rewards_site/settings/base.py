@@ -26,6 +26,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "oauth2_provider",
+    "drf_spectacular",  # OpenAPI schema (issuance/api/schema.py), served at /api/schema/
+    "drf_spectacular_sidecar",  # Swagger UI's static files, served from here (no CDN)
+    "csp",  # Content-Security-Policy header (CONTENT_SECURITY_POLICY below)
+    "axes",  # login throttling of the admin and staff sign-in (AXES_* below)
     "catalogue",
     "issuance",
     "apiclients",  # after oauth2_provider: its admin replaces the toolkit's
@@ -33,7 +37,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "rewards_site.observability.RequestIdMiddleware",  # first: every response carries X-Request-ID
+    "rewards_site.hardening.ApiInputGuardMiddleware",  # API URLs with NUL characters: 400
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,12 +126,7 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.cons
 # Demo data may be loaded only where this is on; production.py forces it off.
 ALLOW_DEMO_DATA = env.bool("ALLOW_DEMO_DATA", default=True)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# LOGGING: at the end of this file (JSON lines with the request id).
 
 REST_FRAMEWORK.update(
     {
@@ -211,3 +213,132 @@ if STAFF_BULK_MAX_ROWS < 1 or STAFF_BULK_MAX_UPLOAD_BYTES < 1024 or STAFF_BULK_L
         "STAFF_BULK_MAX_ROWS must be at least 1, STAFF_BULK_MAX_UPLOAD_BYTES at least 1024 "
         "and STAFF_BULK_LEASE_SECONDS at least 10"
     )
+
+# --- API contract and hardening (docs/hardening.md) -------------------------------------------
+# OpenAPI schema of the API (issuance/api/schema.py, catalogue/api_schema.py) at /api/schema/,
+# Swagger UI at /api/docs/ from drf-spectacular-sidecar's files (no CDN).
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Rewards Catalogue API",
+    "DESCRIPTION": (
+        "Self-hosted re-implementation of the Capillary Rewards Catalogue (Marvel) API: issue a "
+        "reward, issue rewards in bulk, issue in connected orgs (v1.1), send a validation code, "
+        "and list a customer's rewards. Every error answers with the spec's status block "
+        '`{"status": {"success": false, "code": N, "message": "..."}}`. Choices where the '
+        "spec is silent: docs/issuance.md and docs/list-api.md."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "displayOperationId": True},
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The API's own classes only: sessions work for the staff's browsers but are no API contract.
+    "AUTHENTICATION_WHITELIST": [
+        "issuance.api.authentication.CachedBasicAuthentication",
+        "issuance.api.authentication.ApiClientTokenAuthentication",
+    ],
+    "PREPROCESSING_HOOKS": ["issuance.api.schema.only_api_endpoints"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "issuance.api.schema.postprocess"],
+}
+
+# Content-Security-Policy on every response (django-csp). The pages load scripts and styles
+# from this site only: the staff pages' htmx and Chart.js are vendored (staff/static/staff/vendor),
+# the admin's and Swagger UI's files are served from STATIC_URL. No inline script anywhere.
+# Inline style attributes are refused except these exact ones ('unsafe-hashes' + their hashes):
+# the admin's coupon-series list marks a low pool in red (catalogue/admin.py).
+CSP_STYLE_ATTRIBUTES = ["color: #ba2121"]
+
+
+def _csp_hash(text: str) -> str:
+    import base64
+    import hashlib
+
+    return "'sha256-%s'" % base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-hashes'", *map(_csp_hash, CSP_STYLE_ATTRIBUTES)],
+        "img-src": ["'self'", "data:"],  # Swagger UI's stylesheet draws its icons from data: URIs
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],  # htmx polling, Swagger UI's "try it out"
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Admin and staff sign-in: after AXES_FAILURE_LIMIT failed attempts for one username from one
+# address, that pair is locked for AXES_COOLOFF_MINUTES (HTTP 429). API calls are not counted:
+# tills authenticate without django.contrib.auth.authenticate(), so a wrong password cannot lock a till.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # noqa: F405  (last, as django-axes asks)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.int("AXES_COOLOFF_MINUTES", default=15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "rewards_site.observability.client_ip"
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: use REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# OAuth2 per RFC 9700 (the OAuth 2.0 Security BCP; `check --deploy` warns otherwise). Only the
+# client-credentials grant is used here, so the browser grants' rules cost nothing; tokens are
+# stored as checksums, never in plaintext.
+OAUTH2_PROVIDER.update(
+    {
+        "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+        "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+        "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+        "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+        "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+        "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+        "REFRESH_TOKEN_REUSE_PROTECTION": True,
+        "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    }
+)
+
+# Request size limits. JSON bodies of the API: API_MAX_BODY_BYTES (the parser reads at most one
+# byte more, then answers 413). Form posts (admin, staff pages): DATA_UPLOAD_MAX_MEMORY_SIZE.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=1000)
+if API_MAX_BODY_BYTES < 1024 or DATA_UPLOAD_MAX_MEMORY_SIZE < 1024 or API_MAX_BULK_REWARDS < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "API_MAX_BODY_BYTES and DATA_UPLOAD_MAX_MEMORY_SIZE must be at least 1024, API_MAX_BULK_REWARDS at least 1"
+    )
+
+# Logs: JSON lines on stderr, each with the request id (rewards_site/observability.py), secrets
+# masked. LOG_FORMAT=text for plain lines in a terminal; ACCESS_LOG=false drops the per-request line.
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "rewards_site.observability.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "rewards_site.observability.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("LOG_FORMAT", default="json"),
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Django's 4xx warnings ("Unauthorized: /path") repeat the access line; 5xx stay errors.
+        "django.request": {"level": "ERROR"},
+        # Axes logs every sign-in attempt at INFO; failures and lock-outs are warnings.
+        "axes": {"level": env.str("AXES_LOG_LEVEL", default="WARNING")},
+    },
+}

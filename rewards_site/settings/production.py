@@ -25,3 +25,6 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Load balancers probe /health/ over plain HTTP: answer it instead of redirecting to HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
