@@ -141,7 +141,7 @@ class Issuance(models.Model):
     channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.API)
     owner_type = models.CharField(max_length=20, choices=OwnerType.choices, blank=True)
     reason = models.CharField(max_length=500, blank=True, help_text="Mandatory for goodwill.")
-    transaction_number = models.CharField(max_length=200, blank=True)
+    transaction_number = models.CharField(max_length=254, blank=True)
     notes = models.TextField(blank=True)
     program_id = models.BigIntegerField(null=True, blank=True)
     event_log_id = models.TextField(blank=True)

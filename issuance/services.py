@@ -694,7 +694,7 @@ def _new_issuance(ctx: _Context, paying: PointsAccount) -> Issuance:
         channel=request.channel,
         owner_type=request.owner_type,
         reason=request.reason,
-        transaction_number=str(request.transaction_number or "")[:200],
+        transaction_number=str(request.transaction_number or ""),  # the API accepts at most 254
         notes=(ctx.details.notes if ctx.details.notes is not None else request.notes) or "",
         program_id=request.program_id,
         event_log_id=request.event_log_id or "",

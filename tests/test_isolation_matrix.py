@@ -302,7 +302,7 @@ MATRIX: dict[str, Entry] = {
     "reward-issue-bulk POST": Entry(bulk_issue, own_only),
     "reward-issue-connected POST": Entry(connected_issue, connected_orgs),
     "validation-code POST": Entry(validation_code, own_only),
-    "reward-list GET": Entry(reward_list, own_only, books_on_till=False),
+    "reward-list GET": Entry(reward_list, connected_orgs, books_on_till=False),
 }
 
 # STAFF_PAGES (staff pages under /staff/) is defined with its test below.

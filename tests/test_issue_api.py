@@ -807,3 +807,12 @@ def test_staff_channels_need_no_customer_validation_code(api_user, account, org,
     for channel in (Channel.STAFF, Channel.BULK_UPLOAD):
         result = issue(channel)
         assert result.body["status"] == OK and result.issuance.channel == channel
+
+
+def test_long_transaction_numbers_are_kept_whole(api, account, brand):
+    free_reward(brand, 96)
+    number = "T" * 254
+    assert status_of(single(api, 96, transactionNumber=number)) == OK
+    assert Issuance.objects.get().transaction_number == number
+    too_long = single(api, 96, transactionNumber="T" * 255)
+    assert too_long.status_code == 400

@@ -954,3 +954,42 @@ def test_jit_is_off_for_the_list_queries_only(api, customer, brand):
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "on"
+
+
+# ---------------------------------------------------------------- R12 data scope on GET
+
+
+@pytest.fixture
+def connected_list(org, api):
+    child = f.OrganisationFactory(name="Child list", parent=org)
+    brand = f.BrandFactory(org=child, name="KIDS")
+    reward = f.RewardFactory(brand=brand, name="child reward")
+    f.PaymentConfigFactory(reward=reward, mode="POINTS", points=Decimal("5"))
+    customer = f.CustomerFactory(org=child)
+    return child, reward, customer
+
+
+@pytest.mark.parametrize("scope", ["OTHER", "ALL"])
+def test_list_in_a_child_org_with_data_scope(api, connected_list, scope):
+    child, reward, customer = connected_list
+    headers = {"HTTP_DATA_SCOPE": scope}
+    if scope == "OTHER":
+        headers["HTTP_DATA_SCOPE_ORG"] = str(child.pk)
+    response = api.get(f"/api_gateway/rewards/core/v1/user/reward/brand/KIDS?userId={customer.pk}", **headers)
+    assert response.status_code == 200, response.content
+    assert [r["id"] for r in response.json()["rewardList"]] == [reward.pk]
+
+
+def test_list_of_a_child_org_without_scope_is_like_unknown(api, connected_list):
+    _child, _reward, customer = connected_list
+    response = api.get(f"/api_gateway/rewards/core/v1/user/reward/brand/KIDS?userId={customer.pk}")
+    assert response.status_code == 404
+
+
+def test_list_data_scope_of_an_unconnected_org_is_403(api, connected_list):
+    stranger = f.OrganisationFactory(name="Stranger")
+    response = api.get("/api_gateway/rewards/core/v1/user/reward/brand/KIDS?userId=1",
+                       HTTP_DATA_SCOPE="OTHER", HTTP_DATA_SCOPE_ORG=str(stranger.pk))
+    assert response.status_code == 403
+    assert response.json() == {"status": {"success": False, "code": 403,
+                                          "message": "DATA-SCOPE-ORG may only name child orgs connected to the caller's org"}}

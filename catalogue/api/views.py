@@ -1,7 +1,8 @@
 """GET …/v1/user/reward/brand/{brandName}?userId=…: a customer's rewards (R11).
 
 Validates every parameter (15006 without userId; 400 naming each bad parameter), looks
-up the brand (3004) and the customer (1014) in the caller's org, calls
+up the brand (3004) and the customer (1014) in the caller's org (or, with DATA-SCOPE
+OTHER / ALL, in the connected org the customer belongs to), calls
 ``reward_list_for_customer`` once and renders its result.
 """
 
@@ -11,8 +12,10 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 
 from catalogue.filters import RewardFilterSet
+from catalogue.models import Customer
 from catalogue.selectors import PageRequest, customer_get, reward_list_for_customer
 from issuance.api.permissions import CanIssueThroughApi
+from issuance.api.views import data_scope_orgs
 from issuance.errors import ErrorCode, IssuanceError, bad_request
 from issuance.resolution import brand_for
 
@@ -60,10 +63,18 @@ class RewardListViewSet(viewsets.ViewSet):
     permission_classes = [CanIssueThroughApi]
 
     def list(self, request, brand_name: str):
+        # R12: DATA-SCOPE SELF (default) reads the caller's org; OTHER the listed child
+        # orgs; ALL the caller's org and its children. The customer's org decides.
+        scope = data_scope_orgs(request, write=False)
         org = request.user.profile.org
         now = timezone.now()
         params = request.query_params
         user_id = customer_id(params)
+        if scope != {org.pk}:
+            found = Customer.objects.filter(pk=user_id, org_id__in=scope).select_related("org").first()
+            if found is None:
+                raise IssuanceError(ErrorCode.CUSTOMER_NOT_FOUND)
+            org = found.org
         errors: list[str] = []
         page = page_request(params, errors)
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
