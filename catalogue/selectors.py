@@ -22,10 +22,8 @@ from django.db.models import (
     Min,
     OuterRef,
     Prefetch,
-    Q,
     QuerySet,
     Subquery,
-    Sum,
     Value,
     When,
 )
@@ -33,10 +31,9 @@ from django.db.models.functions import Coalesce
 
 from issuance.eligibility import customer_facts, eligible_rewards_q
 from issuance.errors import ErrorCode, IssuanceError
-from issuance.limits import _COUNTED, _LINE_UNITS, _LINE_VALUE, Window, window_for  # see constraint_consumption
-from issuance.models import IssuanceLine
+from issuance.limits import LimitState, limit_states
 
-from .choices import ConstraintKpi, ConstraintLevel, PaymentMode
+from .choices import ConstraintLevel, PaymentMode
 from .models import (
     POINTS,
     Brand,
@@ -232,16 +229,7 @@ def reward_page(queryset: QuerySet[Reward], *, request: PageRequest) -> RewardPa
 # ---------------------------------------------------------------- limits and what the customer used
 
 
-@dataclass(frozen=True)
-class ConstraintUsage:
-    constraint: RewardConstraint
-    window: Window
-    consumed: Decimal
-
-    @property
-    def is_valid(self) -> bool:
-        """The limit leaves the customer something (an inactive limit restricts nothing)."""
-        return not self.constraint.is_active or self.consumed < self.constraint.limit_value
+ConstraintUsage = LimitState  # a limit and what the customer consumed of it in its window
 
 
 def org_constraints(org: Organisation) -> list[RewardConstraint]:
@@ -251,47 +239,12 @@ def org_constraints(org: Organisation) -> list[RewardConstraint]:
     )
 
 
-def _line_scope(constraint: RewardConstraint, customer_id: int) -> Q:
-    # Mirrors issuance.limits.consumed: which lines count against a constraint.
-    if constraint.level == ConstraintLevel.REWARD:
-        return Q(reward_id=constraint.reward_id)
-    if constraint.level == ConstraintLevel.CUSTOMER:
-        return Q(reward_id=constraint.reward_id, customer_id=customer_id)
-    return Q(org_id=constraint.org_id, customer_id=customer_id, redemption_type=constraint.redemption_type)
-
-
 def constraint_consumption(
     constraints: Iterable[RewardConstraint], *, customer_id: int, org: Organisation, now: datetime.datetime
 ) -> dict[int, ConstraintUsage]:
     """What the customer consumed of each constraint in its current window, by constraint
-    id: ``issuance.limits.consumed`` for many constraints in ONE aggregate query (one
-    filtered sum per constraint) instead of one query each. Windows come from
-    ``issuance.limits.window_for``, the counted statuses and each line's contribution
-    from issuance.limits too; tests/test_list_rewards.py checks that both agree."""
-    constraints = list({c.pk: c for c in constraints}.values())
-    if not constraints:
-        return {}
-    decimal = DecimalField(max_digits=18, decimal_places=4)
-    windows, sums, scope = {}, {}, Q()
-    for c in constraints:
-        window = windows[c.pk] = window_for(c, now=now, tz_name=org.time_zone)
-        lines = _line_scope(c, customer_id)
-        if window.start is not None:
-            lines &= Q(created_at__gte=window.start)
-        scope |= lines
-        # A line's contribution is the engine's own expression (units, or value / points,
-        # including what PENDING lines hold).
-        contribution = _LINE_UNITS if c.kpi == ConstraintKpi.QUANTITY else _LINE_VALUE
-        sums[f"c{c.pk}"] = Coalesce(Sum(contribution, filter=lines), Decimal(0), output_field=decimal)
-    totals = IssuanceLine.objects.filter(scope, status__in=_COUNTED).aggregate(**sums)
-    return {
-        c.pk: ConstraintUsage(
-            constraint=c,
-            window=windows[c.pk],
-            consumed=Decimal(totals[f"c{c.pk}"]),
-        )
-        for c in constraints
-    }
+    id, in one query: the engine's own ``issuance.limits.limit_states``."""
+    return {s.constraint.pk: s for s in limit_states(constraints, customer_id=customer_id, org=org, now=now)}
 
 
 # ---------------------------------------------------------------- one call of the list API

@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Case, DecimalField, F, Sum, When
+from django.db.models import Case, DecimalField, F, Q, Sum, When
 from django.db.models.functions import Coalesce
 
 from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency, Weekday, WindowType
@@ -89,23 +89,32 @@ _LINE_VALUE = Case(
 _LINE_UNITS = F("quantity") + F("pending_units")
 
 
+_DECIMAL = DecimalField(max_digits=18, decimal_places=4)
+
+
+def _counted_lines(constraint: RewardConstraint, *, customer_id: int, window: Window) -> Q:
+    """The lines that count against ``constraint`` in ``window`` (the one place this is said)."""
+    if constraint.level == ConstraintLevel.REWARD:
+        lines = Q(reward_id=constraint.reward_id)
+    elif constraint.level == ConstraintLevel.CUSTOMER:
+        lines = Q(reward_id=constraint.reward_id, customer_id=customer_id)
+    else:
+        lines = Q(org_id=constraint.org_id, customer_id=customer_id, redemption_type=constraint.redemption_type)
+    if window.start is not None:
+        lines &= Q(created_at__gte=window.start)
+    return lines
+
+
+def _contribution(constraint: RewardConstraint):
+    return _LINE_UNITS if constraint.kpi == ConstraintKpi.QUANTITY else _LINE_VALUE
+
+
 def consumed(constraint: RewardConstraint, *, customer_id: int, window: Window) -> Decimal:
     """How much of ``constraint`` is used up in ``window`` (one aggregate query), counting
     the units PENDING lines are fetching from a vendor."""
-    lines = IssuanceLine.objects.filter(status__in=_COUNTED)
-    if constraint.level == ConstraintLevel.REWARD:
-        lines = lines.filter(reward_id=constraint.reward_id)
-    elif constraint.level == ConstraintLevel.CUSTOMER:
-        lines = lines.filter(reward_id=constraint.reward_id, customer_id=customer_id)
-    else:
-        lines = lines.filter(
-            org_id=constraint.org_id, customer_id=customer_id, redemption_type=constraint.redemption_type
-        )
-    if window.start is not None:
-        lines = lines.filter(created_at__gte=window.start)
-    expression = _LINE_UNITS if constraint.kpi == ConstraintKpi.QUANTITY else _LINE_VALUE
-    total = lines.aggregate(
-        v=Coalesce(Sum(expression), Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=4))
+    lines = _counted_lines(constraint, customer_id=customer_id, window=window)
+    total = IssuanceLine.objects.filter(lines, status__in=_COUNTED).aggregate(
+        v=Coalesce(Sum(_contribution(constraint)), Decimal(0), output_field=_DECIMAL)
     )["v"]
     return Decimal(total)
 
@@ -120,13 +129,26 @@ class LimitState:
     def remaining(self) -> Decimal:
         return max(self.constraint.limit_value - self.consumed, Decimal(0))
 
+    @property
+    def is_valid(self) -> bool:
+        """The limit leaves the customer something (an inactive limit restricts nothing)."""
+        return not self.constraint.is_active or self.consumed < self.constraint.limit_value
+
 
 def limit_states(constraints, *, customer_id: int, org: Organisation, now) -> list[LimitState]:
-    states = []
-    for constraint in constraints:
-        window = window_for(constraint, now=now, tz_name=org.time_zone)
-        states.append(LimitState(constraint, window, consumed(constraint, customer_id=customer_id, window=window)))
-    return states
+    """``consumed`` of several constraints in ONE aggregate query (a filtered sum each),
+    in the order given (duplicates removed)."""
+    constraints = list({c.pk: c for c in constraints}.values())
+    if not constraints:
+        return []
+    windows, sums, scope = {}, {}, Q()
+    for c in constraints:
+        windows[c.pk] = window_for(c, now=now, tz_name=org.time_zone)
+        lines = _counted_lines(c, customer_id=customer_id, window=windows[c.pk])
+        scope |= lines
+        sums[f"c{c.pk}"] = Coalesce(Sum(_contribution(c), filter=lines), Decimal(0), output_field=_DECIMAL)
+    totals = IssuanceLine.objects.filter(scope, status__in=_COUNTED).aggregate(**sums)
+    return [LimitState(c, windows[c.pk], Decimal(totals[f"c{c.pk}"])) for c in constraints]
 
 
 def format_limit(value: Decimal) -> str:
