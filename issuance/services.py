@@ -484,14 +484,17 @@ def _series_usable(reward: Reward, now) -> bool:
     return series is not None and series.enabled and series.valid_till > now
 
 
+def _generated_code(series) -> str:
+    return series.code_prefix + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length))
+
+
 def _take_codes(reward: Reward, count: int, now) -> list[tuple[str, datetime.datetime]] | None:
     """Up to ``count`` codes of the reward's series; None when the series is unusable."""
     series = reward.coupon_series
     if not _series_usable(reward, now):
         return None
     if series.generate_codes:
-        return [(series.code_prefix + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length)),
-                 series.valid_till) for _ in range(count)]
+        return [(_generated_code(series), series.valid_till) for _ in range(count)]
     # ORDER BY code: an index range scan of (series, code) (coupon_code_unique_per_series) that
     # starts at the series' first free code, so a pick costs the same for any series and however
     # far the pool has drained (issued codes leave the table; VACUUM drops their index entries).
@@ -555,9 +558,7 @@ def _save_generated(units: list[IssuedUnit], reward: Reward) -> list[IssuedUnit]
                 break
             except IntegrityError:
                 unit.pk = None
-                unit.coupon_code = series.code_prefix + "".join(
-                    secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length)
-                )
+                unit.coupon_code = _generated_code(series)
         else:
             raise RuntimeError("could not draw a unique coupon code")
     return units

@@ -816,3 +816,14 @@ def test_long_transaction_numbers_are_kept_whole(api, account, brand):
     assert Issuance.objects.get().transaction_number == number
     too_long = single(api, 96, transactionNumber="T" * 255)
     assert too_long.status_code == 400
+
+
+def test_a_generating_series_draws_fresh_codes(api, account, org, brand):
+    series = f.CouponSeriesFactory(org=org, generate_codes=True, code_prefix="GW-", code_length=8)
+    reward = f.RewardFactory(pk=97, brand=brand, redemption_type=RedemptionType.VOUCHER, coupon_series=series)
+    f.PaymentConfigFactory(reward=reward, mode=PaymentMode.FREE, points=None)
+    response = bulk(api, {"rewardId": 97, "quantity": 3})
+    codes = [u["couponCode"] for u in response.json()["rewards"][0]["intouch"]]
+    assert len(set(codes)) == 3
+    assert all(c.startswith("GW-") and len(c) == 11 for c in codes)
+    assert sorted(codes) == sorted(IssuedUnit.objects.values_list("coupon_code", flat=True))
