@@ -94,7 +94,7 @@ def reward(name):
 
 def caught_up():
     with connections["default"].cursor() as c:
-        c.execute("SELECT pg_current_wal_lsn()")
+        c.execute("SELECT pg_current_wal_insert_lsn()")  # not the write position: commits may sit in WAL buffers (synchronous_commit off)
         lsn = c.fetchone()[0]
     for _ in range(200):
         with connections["replica"].cursor() as c:
