@@ -25,6 +25,9 @@ def _group_permissions():
             ("issuance", "view_ledgerentry"),
             ("catalogue", "view_customer"),
             ("catalogue", "view_reward"),
+            # The admin's read-only record of goodwill requests and bulk jobs (staff/admin.py).
+            ("staff", "view_goodwillrequest"),
+            ("staff", "view_bulkjob"),
         ],
         APPROVER_GROUP: [("issuance", "approve_goodwill")],
     }

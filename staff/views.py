@@ -25,7 +25,7 @@ from issuance.models import IssuanceLine
 
 from . import selectors, services
 from .choices import BulkJobStatus, BulkRowStatus, GoodwillStatus
-from .filters import IssuanceLineFilterSet
+from .filters import IssuanceLineFilterSet, org_time_zones
 from .forms import (
     ApproveForm,
     BulkUploadForm,
@@ -379,12 +379,20 @@ class IssuanceHistoryView(StaffView):
             request.GET, queryset=selectors.issuance_lines(org_ids=request.staff_org_ids), request=request
         )
         lines = filterset.qs if filterset.is_valid() else IssuanceLine.objects.none()
+        page = _page(request, lines, size=HISTORY_PAGE_SIZE)
+        # Dates and times in each org's calendar (the dashboard's), like the date filters.
+        zones = org_time_zones(request.staff_orgs)
+        tz_of = {org.pk: org.time_zone for org in request.staff_orgs}
+        for line in page:
+            line.local_tz = tz_of.get(line.org_id, "UTC")
         return TemplateResponse(
             request,
             "staff/issuances.html",
             {
                 "filterset": filterset,
-                "page": _page(request, lines, size=HISTORY_PAGE_SIZE),
+                "page": page,
+                "time_zones": [(tz_name, [org.name for org in orgs]) for tz_name, orgs in zones.items()],
+                "one_time_zone": next(iter(zones)) if len(zones) == 1 else None,
                 "title": "Issuance history",
                 "nav": "issuances",
             },

@@ -4,6 +4,7 @@ their rules."""
 
 import datetime
 import itertools
+import re
 from decimal import Decimal
 
 import pytest
@@ -22,6 +23,8 @@ from catalogue import choices
 from catalogue import models as cm
 from issuance import models as im
 from issuance.ledger import points_credit
+from staff.choices import BulkJobStatus, BulkRowStatus, GoodwillStatus
+from staff.models import BulkJob, BulkJobRow, GoodwillRequest
 from tests import factories as f
 from tests.axes_factories import ADMIN_BUILDERS as AXES_ADMIN_BUILDERS
 from tests.oauth_factories import ADMIN_BUILDERS as OAUTH_ADMIN_BUILDERS
@@ -159,6 +162,69 @@ def _validation_code():
     )
 
 
+def _goodwill_request():
+    """Every other one decided (rejected), so the "approved / rejected by" column has a name."""
+    n = _n()
+    customer = f.CustomerFactory()
+    org = customer.org
+    decided = n % 2 == 0
+    return GoodwillRequest.objects.create(
+        org=org,
+        requester=f.UserFactory(),
+        customer=customer,
+        reward=f.RewardFactory(brand__org=org),
+        till=f.TillFactory(org=org),
+        quantity=1,
+        reason="Late delivery",
+        points_quoted=Decimal("1500"),
+        submit_token=f"token{n}",
+        status=GoodwillStatus.REJECTED if decided else GoodwillStatus.PENDING,
+        decided_by=f.UserFactory() if decided else None,
+        decided_at=timezone.now() if decided else None,
+    )
+
+
+def _bulk_job():
+    """A job of two rows: one waiting, one invalid."""
+    till = f.TillFactory()
+    customer = f.CustomerFactory(org=till.org)
+    job = BulkJob.objects.create(
+        org=till.org,
+        till=till,
+        created_by=f.UserFactory(),
+        file_name=f"goodwill{_n()}.csv",
+        status=BulkJobStatus.VALIDATED,
+        total_rows=2,
+        invalid_rows=1,
+    )
+    BulkJobRow.objects.bulk_create(
+        [
+            BulkJobRow(
+                job=job,
+                row_number=1,
+                identifier=customer.mobile,
+                identifier_kind="mobile",
+                customer=customer,
+                reward_ref="1",
+                quantity=1,
+                reason="Storm damage",
+                request_id=f"bulk-{job.pk}-1",
+                status=BulkRowStatus.PENDING,
+            ),
+            BulkJobRow(
+                job=job,
+                row_number=2,
+                identifier=f"nobody{job.pk}@example.com",
+                reward_ref="no such reward",
+                request_id=f"file-request-{job.pk}",
+                status=BulkRowStatus.INVALID,
+                errors="identifier: no such customer",
+            ),
+        ]
+    )
+    return job
+
+
 BUILDERS = {
     apps.get_model("auth", "User"): lambda: f.UserFactory(),
     Group: lambda: Group.objects.create(name=f"group{_n()}"),
@@ -202,6 +268,8 @@ BUILDERS = {
     im.FulfillmentChange: _fulfillment_change,
     im.IdempotencyRecord: _idempotency_record,
     im.ValidationCode: _validation_code,
+    GoodwillRequest: _goodwill_request,
+    BulkJob: _bulk_job,
 }
 BUILDERS.update(OAUTH_ADMIN_BUILDERS)  # apiclients.ApiClient, the toolkit's Application and AccessToken
 BUILDERS.update(AXES_ADMIN_BUILDERS)  # django-axes' sign-in attempts (lock-outs, cleared by staff)
@@ -215,6 +283,8 @@ READ_ONLY_MODELS = {
     im.IdempotencyRecord,
     im.FulfillmentChange,
     im.ValidationCode,
+    GoodwillRequest,  # staff pages' services only (docs/staff-pages.md)
+    BulkJob,
 }
 
 # A changelist page: session + user, the COUNT of the filtered rows (+ the unfiltered one
@@ -894,3 +964,84 @@ def test_staff_without_a_profile_see_nothing(client):
     content = client.get(_url(cm.Reward, "changelist")).content.decode()
 
     assert _url(cm.Reward, "change", reward.pk) not in content
+
+
+# ---------------------------------------------------------------------------------------
+# Goodwill requests and bulk jobs (staff/admin.py): look-ups only, scoped like the rest
+# ---------------------------------------------------------------------------------------
+
+
+def test_goodwill_requests_and_bulk_jobs_are_registered_but_not_bulk_rows():
+    # A job's rows (up to 20,000) are counted on its page and listed on the staff page.
+    assert {GoodwillRequest, BulkJob} <= set(admin.site._registry)
+    assert BulkJobRow not in admin.site._registry
+
+
+def _org_viewer(client, org, *codenames):
+    user = f.UserFactory(is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="staff", codename__in=codenames))
+    f.UserProfileFactory(user=user, org=org)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "model, searches",
+    [
+        (GoodwillRequest, lambda gr: [str(gr.pk), f"goodwill-{gr.pk}", f"staff-{gr.submit_token}", gr.customer.mobile]),
+        (BulkJob, lambda job: [str(job.pk), f"bulk-{job.pk}-1", f"file-request-{job.pk}", job.file_name,
+                               job.rows.get(row_number=1).customer.external_id, f"nobody{job.pk}@example.com"]),
+    ],
+    ids=["GoodwillRequest", "BulkJob"],
+)
+def test_staff_of_one_org_never_see_another_orgs_goodwill_requests_or_bulk_jobs(client, admin_client, model, searches):
+    own, foreign = BUILDERS[model](), BUILDERS[model]()
+    assert own.org_id != foreign.org_id
+    viewer = _org_viewer(client, own.org, f"view_{model._meta.model_name}")
+    changelist = _url(model, "changelist")
+
+    content = viewer.get(changelist).content.decode()
+    assert _url(model, "change", own.pk) in content
+    assert _url(model, "change", foreign.pk) not in content
+    assert not re.search(rf"(?<![\w-]){re.escape(foreign.org.name)}(?![\w-])", content)  # no org filter
+    for term in searches(foreign):
+        found = viewer.get(changelist, {"q": term}).content.decode()
+        assert _url(model, "change", foreign.pk) not in found, term
+    for term in searches(own):
+        assert _url(model, "change", own.pk) in viewer.get(changelist, {"q": term}).content.decode(), term
+
+    # Another org's row answers exactly like an id that exists nowhere ("does not exist").
+    assert viewer.get(_url(model, "change", own.pk)).status_code == 200
+    for view in ("change", "history", "delete"):
+        foreign_answer = viewer.get(_url(model, view, foreign.pk))
+        unknown_answer = viewer.get(_url(model, view, 2_000_000_001))
+        assert foreign_answer.status_code == unknown_answer.status_code, view
+        assert foreign_answer.get("Location") == unknown_answer.get("Location"), view
+    assert viewer.get(_url(model, "change", foreign.pk)).status_code == 302  # to the index: "does not exist"
+
+    # Superusers see every org, and find the other org's row by the same searches.
+    everything = admin_client.get(changelist).content.decode()
+    assert _url(model, "change", own.pk) in everything and _url(model, "change", foreign.pk) in everything
+    for term in searches(foreign):
+        found = admin_client.get(changelist, {"q": term}).content.decode()
+        assert _url(model, "change", foreign.pk) in found, term
+        assert _url(model, "change", own.pk) not in found, term
+
+
+@pytest.mark.django_db
+def test_goodwill_request_and_bulk_job_pages_show_who_and_link_to_the_staff_pages(admin_client):
+    decided = _goodwill_request()
+    if decided.decided_by is None:
+        decided = _goodwill_request()
+    listed = admin_client.get(_url(GoodwillRequest, "changelist")).content.decode()
+    assert "Approved / rejected by" in listed and decided.decided_by.username in listed
+    assert decided.requester.username in listed
+    page = admin_client.get(_url(GoodwillRequest, "change", decided.pk)).content.decode()
+    assert f"goodwill-{decided.pk}" in page and reverse("staff:goodwill_request", args=[decided.pk]) in page
+
+    job = _bulk_job()
+    page = admin_client.get(_url(BulkJob, "change", job.pk)).content.decode()
+    assert "Invalid (not issued): 1" in page and "Waiting: 1" in page
+    assert reverse("staff:bulk_job", args=[job.pk]) in page
+    assert job.created_by.username in page

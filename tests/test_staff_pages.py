@@ -5,6 +5,7 @@ the services behind them (goodwill with approval, why-not, fulfillment, bulk job
 
 import datetime
 import html
+import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -818,6 +819,66 @@ def test_history_filters(w, django_assert_max_num_queries):
         client.get(url)
 
 
+def _line_at(customer, when: datetime.datetime) -> im.IssuanceLine:
+    """A line of ``customer``'s org created at ``when`` (an aware datetime)."""
+    account = im.PointsAccount.objects.filter(customer=customer).first() or f.PointsAccountFactory(customer=customer)
+    line = f.IssuanceLineFactory(issuance__account=account)
+    im.IssuanceLine.objects.filter(pk=line.pk).update(created_at=when)
+    return line
+
+
+def _history(client, **params) -> tuple[set, str]:
+    response = client.get(reverse("staff:issuances"), params)
+    assert response.status_code == 200
+    return set(response.context["page"].object_list), response.content.decode()
+
+
+def test_history_dates_are_days_of_the_orgs_time_zone(w):
+    """Los Angeles (UTC-7 in March): 23:30 on the 10th is 06:30 UTC on the 11th, and is
+    listed under the 10th; 00:15 on the 11th is under the 11th."""
+    la = zoneinfo.ZoneInfo("America/Los_Angeles")
+    cm.Organisation.objects.filter(pk__in=[w.org.pk, w.child.pk]).update(time_zone="America/Los_Angeles")
+    late = _line_at(w.customer, datetime.datetime(2026, 3, 10, 23, 30, tzinfo=la))
+    early = _line_at(w.customer, datetime.datetime(2026, 3, 11, 0, 15, tzinfo=la))
+    before = _line_at(w.customer, datetime.datetime(2026, 3, 9, 23, 59, tzinfo=la))
+    late.refresh_from_db()
+    assert late.created_at.astimezone(datetime.UTC) == datetime.datetime(2026, 3, 11, 6, 30, tzinfo=datetime.UTC)
+    client = client_for(w.staff)
+
+    on_10th, page = _history(client, created_from="2026-03-10", created_to="2026-03-10")
+    assert on_10th == {late}
+    assert "Dates in America/Los_Angeles" in page
+    assert "2026-03-10 23:30" in page and "2026-03-11 06:30" not in page  # shown in local time too
+    assert _history(client, created_from="2026-03-11", created_to="2026-03-11")[0] == {early}
+    assert _history(client, created_to="2026-03-09")[0] == {before}
+    assert _history(client, created_from="2026-03-10")[0] == {late, early}
+    # The first and last days a date input can hold: no error, no overflow.
+    assert _history(client, created_from="0001-01-01", created_to="9999-12-31")[0] == {late, early, before}
+    assert _history(client, created_from="9999-12-31")[0] == set()
+
+
+def test_history_cuts_each_orgs_lines_at_its_own_midnight(w, django_assert_max_num_queries):
+    """A parent org in Los Angeles, its child in Kolkata (UTC+5:30): each line is under the
+    day of its own org's calendar, and the page says which zone is whose."""
+    cm.Organisation.objects.filter(pk=w.org.pk).update(time_zone="America/Los_Angeles")
+    cm.Organisation.objects.filter(pk=w.child.pk).update(time_zone="Asia/Kolkata")
+    la, kolkata = zoneinfo.ZoneInfo("America/Los_Angeles"), zoneinfo.ZoneInfo("Asia/Kolkata")
+    parent_late = _line_at(w.customer, datetime.datetime(2026, 3, 10, 23, 30, tzinfo=la))  # 06:30 UTC on the 11th
+    child_early = _line_at(w.child_customer, datetime.datetime(2026, 3, 11, 1, 0, tzinfo=kolkata))  # 19:30 UTC, 10th
+    client = client_for(w.staff)
+
+    with django_assert_max_num_queries(11):
+        on_10th, page = _history(client, created_from="2026-03-10", created_to="2026-03-10")
+    assert on_10th == {parent_late}
+    assert _history(client, created_from="2026-03-11", created_to="2026-03-11")[0] == {child_early}
+    everything, page = _history(client)
+    assert everything == {parent_late, child_early}
+    assert "Acme — America/Los_Angeles; Acme Kids — Asia/Kolkata" in page
+    assert "2026-03-10 23:30 PDT" in page and "2026-03-11 01:00 IST" in page
+    # Another org's staff, in UTC, see none of it whatever the day.
+    assert _history(client_for(w.other_staff), created_from="2026-03-10", created_to="2026-03-11")[0] == set()
+
+
 def test_issuance_detail_shows_units_ledger_and_fulfillment_history(w, django_assert_max_num_queries):
     line = issue_direct(w, quantity=3)
     client = client_for(w.staff)
@@ -1107,3 +1168,12 @@ def test_dashboard_aggregates_and_lists_low_pools(w, django_assert_max_num_queri
     assert b'id="chart-per-day"' in response.content and b"chart.umd.js" in response.content
     other = client.get(reverse("staff:dashboard"), {"org": w.other.pk})
     assert other.context["org"] == w.org  # not one of the staff member's orgs: their own
+
+
+@pytest.mark.django_db
+def test_migrate_gives_staff_issuers_the_read_only_goodwill_and_bulk_admins():
+    # Created by migrate itself (post_migrate of the staff app), not by a fixture: the staff
+    # permissions only exist once that app's post_migrate has run.
+    codenames = set(Group.objects.get(name=STAFF_GROUP).permissions.values_list("codename", flat=True))
+    assert {"view_goodwillrequest", "view_bulkjob"} <= codenames
+    assert not {"change_goodwillrequest", "delete_bulkjob"} & codenames

@@ -6,11 +6,13 @@ main pages go to test-artifacts/screenshots/."""
 import csv
 import io
 import re
+import zoneinfo
 from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 
+from catalogue import models as cm
 from issuance import models as im
 from staff.choices import BulkRowStatus, GoodwillStatus
 from staff.models import BulkJob, GoodwillRequest
@@ -86,7 +88,10 @@ def test_find_a_customer_preview_issue_and_see_the_coupon_code(page, w, screensh
 
 
 def test_fulfillment_change_history_and_request_id_look_up(page, w, screenshot):
+    # History dates are days of the org's calendar (docs/staff-pages.md).
+    cm.Organisation.objects.filter(pk__in=[w.org.pk, w.child.pk]).update(time_zone="Asia/Kolkata")
     line = issue_direct(w)
+    day_in_kolkata = line.created_at.astimezone(zoneinfo.ZoneInfo("Asia/Kolkata")).date().isoformat()
     sign_in(page, "alice")
     page.goto(f"/staff/issuances/{line.issuance_id}/")
     page.get_by_label("New fulfillment status").select_option(label="SHIPPED")
@@ -98,7 +103,10 @@ def test_fulfillment_change_history_and_request_id_look_up(page, w, screenshot):
     assert im.FulfillmentChange.objects.get().to_status.name == "SHIPPED"
 
     nav(page, "Issuances").click()
+    expect(page.locator("#history-time-zone")).to_contain_text("Dates in Asia/Kolkata")
     page.get_by_label("Status").select_option("ISSUED")
+    page.get_by_label("From (date)").fill(day_in_kolkata)
+    page.get_by_label("To (date)").fill(day_in_kolkata)
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#history tbody tr")).to_have_count(1)
     screenshot("07-history")
