@@ -6,7 +6,7 @@
    loads, with COPY: 100,000 rewards (60 % in brand BUKL, 10 % in each of four others)
    with categories, groups, images, videos, payment configs, language content, limits and
    targeting (segments, card series, labels, tiers), and 100,000 customers with segment
-   memberships, cards, labels, tiers and an issue history. Then ANALYZE.
+   memberships, cards, labels, tiers and an issue history. Then VACUUM ANALYZE.
 2. Starts the app in a child process under a small WSGI server on 127.0.0.1: the standard
    library's wsgiref server with a fixed pool of 4 worker threads (persistent threads keep
    their database connection, as gunicorn's gthread workers do; ``runserver`` starts a
@@ -17,11 +17,12 @@
    permission check: 15006), then the same mix from 4 concurrent clients. Prints
    p50/p95/p99 per call and overall, and the machine's load average (other processes on
    the machine skew the figures).
-4. With ``--denormalised-prices``: the experiment behind the model change recommended in
-   docs/performance.md. Adds to the (throwaway) database the columns the model would get
-   (``catalogue_reward.list_points`` / ``list_cash``, filled from the payment configs, with
-   (brand, price) indexes), restarts the server with the price expressions replaced by
-   those columns (bench-only, in the server process) and times the price calls again.
+4. With ``--explain``: EXPLAIN (ANALYZE, BUFFERS) of the count and page queries of the
+   default call and of a price call, for customer 1, before the timed runs.
+
+The rewards are written with COPY, which bypasses the models' save(): the loader refreshes
+the listing cache (Reward.list_points / list_cash / targeting) of every reward with one
+UPDATE at the end (catalogue.services.reward_listing_refresh), as the importer does.
 """
 
 import argparse
@@ -86,7 +87,8 @@ def load(seed: int = 7) -> dict:
     from django.utils import timezone
 
     from catalogue import models as cm
-    from catalogue.choices import ConstraintLevel, Frequency, MediaKind, PaymentMode, RedemptionType
+    from catalogue.choices import ConstraintLevel, Frequency, MediaKind, PaymentMode, RedemptionType, TargetingKind
+    from catalogue.services import reward_listing_refresh
     from issuance import models as im
     from issuance.groups import API_GROUP
 
@@ -135,7 +137,7 @@ def load(seed: int = 7) -> dict:
             rid, org.pk, brand.pk, f"Reward {rid}", "A bench reward", rng.choice(types), rng.random() < 0.9, start, end,
             rng.randint(0, 10), rng.randint(0, 100), Decimal(rng.choice([0, 50, 100, 250, 500, 750, 1000, 2000])),
             program.pk, "", "", None, f"https://img.example.com/{rid}.png", None, "", None, "", vendor, "{}",
-            now - datetime.timedelta(days=rng.uniform(0, 730)), now,
+            now - datetime.timedelta(days=rng.uniform(0, 730)), now, TargetingKind.NONE,  # targeting: refreshed below
         ))
         kind = rng.random()
         if kind < 0.15:
@@ -150,7 +152,7 @@ def load(seed: int = 7) -> dict:
     copy_rows(cm.Reward, ["id", "org", "brand", "name", "description", "redemption_type", "enabled", "start_time",
                           "end_time", "priority", "rank", "intouch_points", "program", "owner_type", "owner_id",
                           "image_id", "image_url", "thumbnail_id", "thumbnail_url", "terms_id", "terms_url", "vendor",
-                          "custom_fields", "created_at", "updated_at"], reward_rows)
+                          "custom_fields", "created_at", "updated_at", "targeting"], reward_rows)
     del reward_rows
     ids = range(1, REWARDS + 1)
     copy_rows(cm.RewardSegmentTarget, ["reward", "partition"], targets["segments"])
@@ -187,6 +189,8 @@ def load(seed: int = 7) -> dict:
                                     "window_type", "cycle_start", "week_start_day", "limit_value", "is_active"],
               ((org.pk, r, "", rng.choice(["CUSTOMER", "REWARD"]), "QUANTITY", "DAYS", 1, "FIXED", None, "MONDAY",
                 Decimal(5), True) for r in ids if rng.random() < 0.05))
+    # COPY bypassed save(): one UPDATE fills every reward's listing cache (prices, targeting).
+    reward_listing_refresh(rewards=cm.Reward.objects.filter(org=org))
 
     copy_rows(cm.Customer, ["id", "org", "mobile", "email", "external_id", "primary_value", "first_name", "last_name",
                             "points_redeemable", "created_at"],
@@ -233,43 +237,13 @@ def load(seed: int = 7) -> dict:
 
     copy_rows(im.IssuanceLine, list(line_fields), lines())
     reset_sequences(cm.Reward, cm.Customer, im.PointsAccount, im.Issuance, im.IssuanceLine)
+    # VACUUM as well: the refresh above rewrote every reward row, and a steady-state catalogue
+    # has its visibility map set by autovacuum (which a bulk load or rewrite of this size
+    # triggers within a minute), so the list's count can be an index-only scan.
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
     bukl = cm.Reward.objects.filter(brand=brands[0]).count()
     return {"seconds": time.perf_counter() - started, "bukl_rewards": bukl}
-
-
-def add_price_columns() -> None:
-    """The recommended denormalised columns, filled the way reward_points_expression /
-    reward_cash_expression compute them, with their indexes (experiment only)."""
-    from django.db import connection
-
-    from catalogue.models import Reward
-    from catalogue.selectors import reward_cash_expression, reward_points_expression
-
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE catalogue_reward ADD COLUMN IF NOT EXISTS list_points numeric(18, 4), "
-                       "ADD COLUMN IF NOT EXISTS list_cash numeric(14, 2)")
-    rows = list(Reward.objects.annotate(p=reward_points_expression(), c=reward_cash_expression())
-                .values_list("pk", "p", "c"))
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE prices (id bigint, p numeric, c numeric)")
-        with cursor.cursor.copy("COPY prices FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute("UPDATE catalogue_reward r SET list_points = p.p, list_cash = p.c FROM prices p WHERE p.id = r.id")
-        cursor.execute("CREATE INDEX IF NOT EXISTS bench_reward_brand_points ON catalogue_reward (brand_id, list_points)")
-        cursor.execute("CREATE INDEX IF NOT EXISTS bench_reward_brand_cash ON catalogue_reward (brand_id, list_cash)")
-        cursor.execute("DROP TABLE prices")
-        cursor.execute("VACUUM ANALYZE catalogue_reward")
-
-
-def drop_price_columns() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE catalogue_reward DROP COLUMN IF EXISTS list_points, "
-                       "DROP COLUMN IF EXISTS list_cash")
 
 
 # ---------------------------------------------------------------- the server (child process)
@@ -287,20 +261,6 @@ def serve(port: int) -> None:
     import logging
 
     logging.disable(logging.WARNING)  # no access log lines, no warning per 4xx (the baseline)
-    if os.environ.get("BENCH_DENORMALISED_PRICES") == "1":
-        # Experiment only: the price expressions read the columns added by add_price_columns().
-        from django.db.models import DecimalField
-        from django.db.models.expressions import RawSQL
-
-        from catalogue import selectors
-
-        selectors.PRICE_EXPRESSIONS.update({
-            name: (lambda name=name, digits=digits: RawSQL(f'"catalogue_reward"."{name}"', (),
-                                                          output_field=DecimalField(max_digits=digits[0],
-                                                                                    decimal_places=digits[1])))
-            for name, digits in (("list_points", (18, 4)), ("list_cash", (14, 2)))
-        })
-
     class QuietHandler(WSGIRequestHandler):
         def log_message(self, *args):
             pass
@@ -489,22 +449,21 @@ def explain(brand_name: str, params: dict) -> None:
         reward_page(qs, request=PageRequest(page=1, size=20, unpaged_ceiling=1000))
     count = next(q["sql"] for q in ctx.captured_queries if "COUNT(*)" in q["sql"])
     page = next(q["sql"] for q in ctx.captured_queries if "LIMIT 20" in q["sql"])
+    print(f"-- {brand_name} {params or 'default'}: count and page (jit is off for the app's connections)")
     with connection.cursor() as cursor:
-        cursor.execute("SET jit = off")  # as reward_page runs them
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off", "the settings turn JIT off (rewards_site/settings/base.py)"
         for sql in (count, page):
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
             print("\n".join(row[0] for row in cursor.fetchall()), "\n")
-        cursor.execute("RESET jit")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=200, help="timed requests per scenario")
-    parser.add_argument("--explain", action="store_true", help="print query plans of the default call")
+    parser.add_argument("--explain", action="store_true", help="print query plans of the default and a price call")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--denormalised-prices", action="store_true",
-                        help="also time the price calls with the recommended denormalised columns (experiment)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
@@ -530,6 +489,7 @@ def main() -> None:
               f"in {facts['seconds']:.0f} s")
     if args.explain:
         explain("BUKL", {})
+        explain("BUKL", SCENARIOS["min/maxPoints 500-1000, sortBy=points DESC"][1])
     from django.db import connections
 
     connections.close_all()
@@ -551,19 +511,6 @@ def main() -> None:
         print(f"\n4 concurrent clients, the list calls mixed: {len(samples) / wall:.1f} requests/s; {load_average()}\n")
         print(HEADER)
         print(line("mixed list calls, 4 clients", samples))
-    if args.denormalised_prices:
-        add_price_columns()
-        connections.close_all()
-        try:
-            with running_server(port, BENCH_DENORMALISED_PRICES="1"):
-                print(f"\nexperiment: price calls with denormalised list_points / list_cash columns and "
-                      f"(brand, price) indexes; {load_average()}\n")
-                print(HEADER)
-                chosen = {name: SCENARIOS[name] for name in PRICE_SCENARIOS}
-                for name, samples in run_sequential(port, args.requests, random.Random(11), chosen).items():
-                    print(line(name, samples))
-        finally:
-            drop_price_columns()
     print(f"\ndone; {load_average()}")
 
 

@@ -926,7 +926,7 @@ class RewardAdmin(ScopedAdmin):
         "labels",
         "target_tiers",
     )
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "list_points", "list_cash", "targeting")
     fieldsets = (
         (None, {"fields": ("org", "brand", "name", "description", "redemption_type", "enabled")}),
         ("Validity and order", {"fields": ("start_time", "end_time", "priority", "rank")}),
@@ -943,6 +943,12 @@ class RewardAdmin(ScopedAdmin):
                 "classes": ("collapse",),
                 "fields": ("image_id", "image_url", "thumbnail_id", "thumbnail_url", "terms_id", "terms_url"),
             },
+        ),
+        (
+            # Derived from the configs, intouch_points and the targets when the reward is saved
+            # (catalogue.services.reward_listing_refresh); what the list API filters and sorts on.
+            "Listing cache (derived)",
+            {"classes": ("collapse",), "fields": ("list_points", "list_cash", "targeting")},
         ),
         (None, {"fields": ("created_at", "updated_at")}),
     )

@@ -65,13 +65,17 @@ class OwnerType(models.TextChoices):
 
 
 class TargetingKind(models.TextChoices):
-    """R6: a reward is targeted by at most one kind of entity."""
+    """R6: a reward is targeted by at most one kind of entity. ``Reward.targeting`` caches
+    which kind a reward's link rows are of (catalogue.services.reward_listing_refresh).
+    MIXED: links of several kinds, which R6 forbids and the admin and the importer refuse,
+    but the schema does not prevent; such a reward is checked against every kind."""
 
     NONE = "NONE", "Everyone"
     SEGMENTS = "SEGMENTS", "Segments"
     CARD_SERIES = "CARD_SERIES", "Card series"
     LABELS = "LABELS", "Labels"
     TIERS = "TIERS", "Program tiers"
+    MIXED = "MIXED", "Several kinds (breaks R6)"
 
 
 class MembershipStatus(models.TextChoices):

@@ -22,12 +22,12 @@ from django.utils import timezone
 
 from .choices import RedemptionType
 from .models import Reward
-from .selectors import with_price
 
 ACTIVATION_STATUSES = ("ENABLED", "DISABLED", "ALL")
 STATUSES = ("LIVE", "UPCOMING", "ENDED")
 ORDER_DIRECTIONS = ("ASC", "DESC")
-# sortBy value → the column or price annotation (catalogue.selectors) sorted on.
+# sortBy value → the column sorted on (the prices are the rewards' cached list_points /
+# list_cash: catalogue.selectors, "the listing cache").
 SORT_COLUMNS = {"points": "list_points", "cash": "list_cash", "startDate": "start_time", "endDate": "end_time"}
 NULLABLE_SORT_COLUMNS = {"list_points", "list_cash"}
 MAX_AMOUNT = Decimal(10) ** 14
@@ -243,7 +243,7 @@ class RewardFilterSet(django_filters.FilterSet):
     def filter_price(self, queryset, name, value):
         price = "list_points" if name.endswith("Points") else "list_cash"
         lookup = "gte" if name.startswith("min") else "lte"
-        return with_price(queryset, price).filter(**{f"{price}__{lookup}": value})
+        return queryset.filter(**{f"{price}__{lookup}": value})
 
     def filter_status(self, queryset, name, value):
         now = self.now
@@ -279,7 +279,7 @@ class RewardFilterSet(django_filters.FilterSet):
         column = SORT_COLUMNS[sort_by] if sort_by else "created_at"
         descending = direction == "DESC"
         if column in NULLABLE_SORT_COLUMNS:
-            queryset = with_price(queryset, column)
+            # The (brand, price, id) indexes of Reward: ASC NULLS LAST, and DESC NULLS LAST.
             key = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
         else:
             # NOT NULL columns: a plain ASC/DESC matches the (brand, …) indexes' order.

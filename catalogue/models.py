@@ -6,13 +6,14 @@ spec pages' examples (reward 311509, customer 555567088, ...) can be reproduced;
 importer resets the sequences after it writes explicit ids.
 """
 
+import contextlib
 import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 
 from . import choices
@@ -521,6 +522,25 @@ class Reward(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The listing cache: derived from the payment configs, intouch_points and the targeting
+    # link rows, never edited, not in the catalogue file format. The rules are
+    # catalogue.selectors.reward_points_expression / reward_cash_expression /
+    # reward_targeting_expression; catalogue.services.reward_listing_refresh is the one
+    # writer (every write path calls it: docs/list-api.md, "Prices and targeting";
+    # `manage.py check_catalogue` reports drift). The list API filters and sorts on them.
+    list_points = models.DecimalField(
+        **POINTS, null=True, blank=True, editable=False,
+        help_text="Derived: the price in points the list filters and sorts on (NULL: no points price).",
+    )
+    list_cash = models.DecimalField(
+        **MONEY, null=True, blank=True, editable=False,
+        help_text="Derived: the lowest cash price (NULL: no cash price).",
+    )
+    targeting = models.CharField(
+        max_length=16, choices=choices.TargetingKind.choices, default=choices.TargetingKind.NONE, editable=False,
+        help_text="Derived: which kind of targets the reward has (R6).",
+    )
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -532,10 +552,28 @@ class Reward(models.Model):
             models.Index(fields=["brand", "redemption_type"], name="reward_brand_type"),
             models.Index(fields=["brand", "end_time"], name="reward_brand_end"),
             models.Index(fields=["brand", "start_time"], name="reward_brand_start"),
+            # The list's price sorts (price, then id, unpriced last: catalogue.filters) walk
+            # these and stop after a page; min/max prices are a range of them. On PostgreSQL,
+            # migration 0003 adds what SQLite cannot express (no INCLUDE, no NULLS LAST in an
+            # index; Django's state does not list them): the DESC NULLS LAST twins
+            # reward_brand_points_desc / reward_brand_cash_desc (a backward scan of these puts
+            # NULLs first), and reward_brand_enabled_created covering the columns the list's
+            # count reads (INCLUDE end_time, start_time, org_id, targeting, id).
+            models.Index(fields=["brand", "list_points", "id"], name="reward_brand_points"),
+            models.Index(fields=["brand", "list_cash", "id"], name="reward_brand_cash"),
         ]
 
     def __str__(self) -> str:
         return f"{self.pk} {self.name}"
+
+    def save(self, **kwargs):
+        """Saving a new reward or its ``intouch_points`` (the price of a reward without
+        payment configs) refreshes its listing cache, in the same transaction."""
+        update_fields = kwargs.get("update_fields")
+        with _write_transaction(self, kwargs.get("using")) as using:
+            super().save(**kwargs)
+            if update_fields is None or "intouch_points" in update_fields:
+                _listing_refresh([self.pk], using=using)
 
     def clean(self) -> None:
         if self.brand_id and self.org_id and self.brand.org_id != self.org_id:
@@ -550,6 +588,19 @@ class RewardSegmentTarget(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["reward", "partition"], name="reward_segment_target_unique")]
+
+    # Reward.targeting follows the rows (the reward's listing cache).
+    def save(self, **kwargs):
+        with _write_transaction(self, kwargs.get("using")) as using:
+            super().save(**kwargs)
+            _listing_refresh([self.reward_id], using=using)
+
+    def delete(self, **kwargs):
+        reward_id = self.reward_id
+        with _write_transaction(self, kwargs.get("using")) as using:
+            deleted = super().delete(**kwargs)
+            _listing_refresh([reward_id], using=using)
+        return deleted
 
 
 class RewardMedia(models.Model):
@@ -618,6 +669,19 @@ class PaymentConfig(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} #{self.pk}"
+
+    # Reward.list_points / list_cash follow the configs (the reward's listing cache).
+    def save(self, **kwargs):
+        with _write_transaction(self, kwargs.get("using")) as using:
+            super().save(**kwargs)
+            _listing_refresh([self.reward_id], using=using)
+
+    def delete(self, **kwargs):
+        reward_id = self.reward_id
+        with _write_transaction(self, kwargs.get("using")) as using:
+            deleted = super().delete(**kwargs)
+            _listing_refresh([reward_id], using=using)
+        return deleted
 
 
 class RewardConstraint(models.Model):
@@ -701,3 +765,31 @@ class FulfillmentStatus(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# ---------------------------------------------------------------- the rewards' listing cache
+
+# R6's four kinds of targets and the table linking a reward to its targets of each kind:
+# what Reward.targeting is computed from (catalogue.selectors.reward_targeting_expression)
+# and what issuance.eligibility.eligible_rewards_q reads it against.
+TARGETING_LINKS: dict[str, type[models.Model]] = {
+    choices.TargetingKind.SEGMENTS: RewardSegmentTarget,
+    choices.TargetingKind.CARD_SERIES: Reward.card_series.through,
+    choices.TargetingKind.LABELS: Reward.labels.through,
+    choices.TargetingKind.TIERS: Reward.target_tiers.through,
+}
+
+
+@contextlib.contextmanager
+def _write_transaction(instance: models.Model, using: str | None):
+    """The database ``instance`` is written to, inside a transaction (no savepoint within an
+    outer one): a row and the listing cache it changes are committed together."""
+    alias = using or router.db_for_write(type(instance), instance=instance)
+    with transaction.atomic(using=alias, savepoint=False):
+        yield alias
+
+
+def _listing_refresh(reward_ids, *, using: str) -> None:
+    from .services import reward_listing_refresh  # services import the models
+
+    reward_listing_refresh(reward_ids=reward_ids, using=using)

@@ -6,16 +6,16 @@ never loops over rewards issuing queries (one prefetch per kind of linked row, o
 aggregate for the consumption of every limit on the page).
 """
 
-import contextlib
 import datetime
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connections, transaction
 from django.db.models import (
     Case,
+    CharField,
     DecimalField,
     Exists,
     F,
@@ -33,9 +33,11 @@ from issuance.eligibility import customer_facts, eligible_rewards_q
 from issuance.errors import ErrorCode, IssuanceError
 from issuance.limits import LimitState, limit_states
 
-from .choices import ConstraintLevel, PaymentMode
+from .choices import ConstraintLevel, PaymentMode, TargetingKind
 from .models import (
+    MONEY,
     POINTS,
+    TARGETING_LINKS,
     Brand,
     CardSeries,
     Category,
@@ -53,6 +55,7 @@ from .models import (
 
 MAX_CUSTOMER_ID = 2**63 - 1
 _POINTS_FIELD = DecimalField(**POINTS)
+_MONEY_FIELD = DecimalField(**MONEY)
 
 
 # ---------------------------------------------------------------- customer
@@ -69,7 +72,14 @@ def customer_get(*, org: Organisation, customer_id: int) -> Customer:
     return customer
 
 
-# ---------------------------------------------------------------- prices (filter and sort keys)
+# ---------------------------------------------------------------- the listing cache: prices and targeting
+#
+# The rules below are written once, as database expressions over a reward's payment
+# configs and targeting link rows. The list does not evaluate them per request: they are
+# cached on the reward (Reward.list_points, list_cash, targeting) by
+# catalogue.services.reward_listing_refresh, which every write path calls, so that a price
+# filter or sort is an index range and an untargeted reward skips the eligibility probes.
+# reward_listing_drift() compares the cache with the rules (manage.py check_catalogue).
 
 POINTS_MODES = (PaymentMode.POINTS, PaymentMode.POINTS_CASH)
 CASH_MODES = (PaymentMode.CASH, PaymentMode.POINTS_CASH)
@@ -83,7 +93,7 @@ def reward_points_expression():
     """A reward's price in points, for filtering and sorting (R5):
     the lowest points of its POINTS / POINTS_CASH configs; 0 with a FREE config; its
     ``intouch_points`` when it has no config at all; NULL when it cannot be priced in
-    points up front (CASH only, CONV_RATIO)."""
+    points up front (CASH only, CONV_RATIO). Cached as ``Reward.list_points``."""
     per_config = Case(
         When(mode__in=POINTS_MODES, then=F("points")),
         When(mode=PaymentMode.FREE, then=Value(Decimal(0))),
@@ -98,25 +108,55 @@ def reward_points_expression():
 
 
 def reward_cash_expression():
-    """The lowest cash amount of a reward's CASH / POINTS_CASH configs; NULL without one."""
+    """The lowest cash amount of a reward's CASH / POINTS_CASH configs; NULL without one.
+    Cached as ``Reward.list_cash``."""
     lowest = _configs().filter(mode__in=CASH_MODES).values("reward_id").annotate(v=Min("cash_amount")).values("v")[:1]
-    return Subquery(lowest, output_field=DecimalField(max_digits=14, decimal_places=2))
+    return Subquery(lowest, output_field=_MONEY_FIELD)
 
 
-# Correlated subqueries: cheap for a page or behind selective filters, but a price sort or
-# an unselective price filter computes them for every candidate reward (~0.5 s on a brand
-# of 60,000). The fix is a model change (docs/performance.md, "List API"): denormalised
-# Reward.list_points / list_cash kept by the catalogue services, indexed with the brand;
-# then these two entries become F("list_points") / F("list_cash").
-PRICE_EXPRESSIONS = {"list_points": reward_points_expression, "list_cash": reward_cash_expression}
+def reward_targeting_expression():
+    """Which kind of targets a reward has (R6), from its link rows: NONE without any, the
+    kind of its links, MIXED when they are of several kinds (which R6 forbids). Cached as
+    ``Reward.targeting``; ``issuance.eligibility.eligible_rewards_q`` reads the cache."""
+    linked = {kind: Exists(through.objects.filter(reward_id=OuterRef("pk"))) for kind, through in TARGETING_LINKS.items()}
+    several = [When(linked[a] & linked[b], then=Value(TargetingKind.MIXED)) for a, b in itertools.combinations(linked, 2)]
+    one = [When(exists, then=Value(kind)) for kind, exists in linked.items()]
+    return Case(*several, *one, default=Value(TargetingKind.NONE), output_field=CharField())
 
 
-def with_price(queryset: QuerySet[Reward], name: str) -> QuerySet[Reward]:
-    """``queryset`` with the annotation ``list_points`` or ``list_cash`` (once). Selected,
-    so that ORDER BY refers to it and it is computed once per row."""
-    if name in queryset.query.annotations:
-        return queryset
-    return queryset.annotate(**{name: PRICE_EXPRESSIONS[name]()})
+# The cached columns and the rules they are computed from.
+LISTING_CACHE = {
+    "list_points": reward_points_expression,
+    "list_cash": reward_cash_expression,
+    "targeting": reward_targeting_expression,
+}
+
+
+def reward_listing_drift(rewards: QuerySet[Reward] | None = None) -> list[dict]:
+    """The rewards (of ``rewards``, default all) whose cached listing columns differ from the
+    rules: ``[{"id", "field", "stored", "expected"}, …]`` by id. One query. Prices are never
+    negative, so -1 stands for NULL in the comparison (no three-valued logic)."""
+    queryset = Reward.objects.all() if rewards is None else rewards
+    compared = {}
+    for column, rule in LISTING_CACHE.items():
+        if column == "targeting":
+            compared[f"{column}_stored"], compared[f"{column}_expected"] = F(column), rule()
+        else:
+            field = Reward._meta.get_field(column)
+            compared[f"{column}_stored"] = Coalesce(column, Value(Decimal(-1)), output_field=field)
+            compared[f"{column}_expected"] = Coalesce(rule(), Value(Decimal(-1)), output_field=field)
+    same = {f"{column}_stored": F(f"{column}_expected") for column in LISTING_CACHE}
+    rows = queryset.annotate(**compared).exclude(**same).order_by("pk").values("pk", *compared)
+    unset = Decimal(-1)
+    drift = []
+    for row in rows:
+        for column in LISTING_CACHE:
+            stored, expected = row[f"{column}_stored"], row[f"{column}_expected"]
+            if stored != expected:
+                drift.append({"id": row["pk"], "field": column,
+                              "stored": None if stored == unset else stored,
+                              "expected": None if expected == unset else expected})
+    return drift
 
 
 # ---------------------------------------------------------------- the list
@@ -193,26 +233,6 @@ class RewardPage:
         return self.number + 1 >= self.total_pages
 
 
-@contextlib.contextmanager
-def _without_jit(alias: str):
-    """PostgreSQL prices each ``NOT EXISTS … OR EXISTS …`` pair of ``eligible_rewards_q``
-    as if its subplans ran per row (~400,000 per pair on 60,000 rewards) although it runs
-    them once, hashed; the four pairs cross the JIT thresholds and every list call paid
-    ~450 ms of LLVM compilation for a count that runs in 5–50 ms. So the list's queries
-    run in a read transaction with ``SET LOCAL jit = off``, on the database they read
-    from (the primary, or the replica the router picks): nothing outlives the
-    transaction, and under PgBouncer's transaction pooling the setting and the queries
-    share one server connection. (Simpler, once decided for the whole app: ``jit = off``
-    for the database role or in the connections' OPTIONS; then drop this.)"""
-    if connections[alias].vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic(using=alias):
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SET LOCAL jit = off")
-        yield
-
-
 def reward_page(queryset: QuerySet[Reward], *, request: PageRequest) -> RewardPage:
     """One count and, unless the page is past the end, one page query (plus its
     prefetches). ``queryset`` must be ordered."""
@@ -220,9 +240,8 @@ def reward_page(queryset: QuerySet[Reward], *, request: PageRequest) -> RewardPa
         offset, limit = 0, request.unpaged_ceiling
     else:
         offset, limit = (request.page - 1) * request.size, request.size
-    with _without_jit(queryset.db):
-        total = queryset.count()
-        rewards = list(with_list_details(queryset)[offset : offset + limit]) if offset < total else []
+    total = queryset.count()
+    rewards = list(with_list_details(queryset)[offset : offset + limit]) if offset < total else []
     return RewardPage(rewards=rewards, total=total, request=request)
 
 

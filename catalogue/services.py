@@ -1,5 +1,15 @@
 """Writes to the catalogue.
 
+The rewards' listing cache
+--------------------------
+``reward_listing_refresh`` is the one writer of ``Reward.list_points``, ``list_cash`` and
+``targeting``: one UPDATE computing them from the rules in ``catalogue.selectors``
+(``LISTING_CACHE``). Every write that changes what they derive from calls it, in the
+write's transaction: Reward and PaymentConfig / RewardSegmentTarget ``save()``/``delete()``,
+the M2M receivers of ``catalogue.signals`` (card series, labels, tiers, segment targets,
+and deleted targets), the importer (once, for every reward of the file) and the bench
+loaders after COPY. docs/list-api.md, "Prices and targeting".
+
 Coupon pool upload
 ------------------
 ``coupon_codes_upload`` is the one way codes enter an uploaded pool (the admin's CSV page
@@ -12,17 +22,21 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, router, transaction
+from django.db.models import QuerySet
 
 from issuance.models import IssuedUnit
 
-from .models import CouponCode, CouponSeries
+from .models import CouponCode, CouponSeries, Reward
+from .selectors import LISTING_CACHE
 
 COUPON_CODE_MAX_LENGTH = CouponCode._meta.get_field("code").max_length
 # Rows per INSERT and per "already present?" look-up. PostgreSQL takes 5,000 parameters
 # in one statement without trouble; SQLite caps the parameters of a statement (999 on
 # old builds), hence the min() in _lookup_batch().
 COUPON_UPLOAD_BATCH = 5000
+# Rewards per UPDATE of reward_listing_refresh.
+LISTING_REFRESH_BATCH = 5000
 
 
 class CouponRow(NamedTuple):
@@ -62,6 +76,40 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def reward_listing_refresh(
+    *, reward_ids: Iterable[int] | None = None, rewards: QuerySet[Reward] | None = None, using: str | None = None
+) -> int:
+    """Recompute the listing cache of the rewards ``reward_ids`` (or of the queryset
+    ``rewards``, e.g. ``Reward.objects.all()`` after a bulk load) from their payment configs,
+    ``intouch_points`` and targeting link rows: one UPDATE (per batch of ids), whatever the
+    number of rewards, in the caller's transaction (or its own). Returns the number of
+    rewards updated (unknown ids are skipped).
+
+    The rows are locked first (``FOR NO KEY UPDATE``, in id order; inserting a config or a
+    link only takes a key-share lock, so writers are not held up): under READ COMMITTED the
+    UPDATE then reads the configs and links of every concurrent writer of these rewards that
+    committed before it, so two writers cannot leave the cache with the older of their two
+    views."""
+    if (reward_ids is None) == (rewards is None):
+        raise TypeError("give either reward_ids or rewards")
+    values = {column: rule() for column, rule in LISTING_CACHE.items()}
+    if rewards is not None:
+        alias, batches = rewards._db or router.db_for_write(Reward), [rewards.order_by()]
+    else:
+        alias = using or DEFAULT_DB_ALIAS
+        ids = sorted({pk for pk in reward_ids if pk is not None})
+        limit = connections[alias].features.max_query_params  # SQLite caps the parameters
+        size = min(LISTING_REFRESH_BATCH, limit - 10) if limit else LISTING_REFRESH_BATCH
+        batches = [Reward.objects.using(alias).filter(pk__in=chunk) for chunk in _chunks(ids, size)]
+    updated = 0
+    with transaction.atomic(using=alias, savepoint=False):
+        for batch in batches:
+            if connections[alias].features.has_select_for_update:  # not SQLite (one writer at a time)
+                list(batch.select_for_update(no_key=True).order_by("pk").values_list("pk", flat=True))
+            updated += batch.update(**values)
+    return updated
 
 
 def _short(code: str) -> str:

@@ -70,6 +70,17 @@ def test_load_demo_twice_changes_nothing_the_second_time(demo, capsys):
     assert dict(cm.Reward.objects.values_list("pk", "updated_at")) == stamps
 
 
+def test_demo_rewards_listing_cache_equals_the_rules(demo):
+    """load_demo goes through the importer, which refreshes every reward's cached prices and
+    targeting kind (docs/list-api.md, "Prices and targeting")."""
+    from catalogue.selectors import reward_listing_drift
+
+    assert cm.Reward.objects.exists()
+    assert reward_listing_drift() == []
+    assert cm.Reward.objects.exclude(targeting="NONE").exists()
+    assert cm.Reward.objects.filter(list_points__isnull=False).exists()
+
+
 def test_demo_org_brand_till_and_main_customer_of_the_examples(demo):
     org = cm.Organisation.objects.get(pk=DEMO_ORG)
     assert org.name == "Demo Org" and org.allow_skip_validation

@@ -796,6 +796,11 @@ FORMAT_COVERAGE = {
             "target_tiers",
             "created_at",
             "updated_at",
+            # The listing cache: derived from the configs, intouch_points and the targets,
+            # recomputed by the importer (catalogue.services.reward_listing_refresh).
+            "list_points",
+            "list_cash",
+            "targeting",
         },
     ),
     cm.RewardMedia: ((schema.MEDIA,), {"id", "reward", "kind", "position"}),

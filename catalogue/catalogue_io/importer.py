@@ -22,6 +22,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from catalogue import models as cm
+from catalogue.services import reward_listing_refresh
 from catalogue.validation import custom_field_count_errors
 from issuance.models import IssuedUnit, PointsAccount
 
@@ -743,6 +744,10 @@ class _Writer:
         stale = sorted(self.touched_rewards - new_rewards)
         for chunk in _chunks(stale):
             cm.Reward.objects.filter(pk__in=chunk).update(updated_at=timezone.now())
+        # The rows above were written in bulk (no save()): the listing cache (prices,
+        # targeting kind) of every reward of the file is recomputed once, in this transaction.
+        # It is derived, so it is not in the file format and updated_at does not move for it.
+        reward_listing_refresh(reward_ids=ids)
 
     def sequences_reset(self) -> None:
         """After explicit ids, later automatic ids must start above them (PostgreSQL sequences;

@@ -86,7 +86,23 @@ def _database_from_env() -> dict:
     else:
         db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         db["CONN_HEALTH_CHECKS"] = True
+        _postgresql_options(db)
     return db
+
+
+def _postgresql_options(db: dict) -> None:
+    """JIT off for the app's PostgreSQL sessions (merged into any ``options`` the URL gives):
+    an OLTP workload gains nothing from it, and the planner's estimates for the eligibility
+    filter and other EXISTS-heavy queries cross the JIT thresholds and paid ~450 ms of LLVM
+    compilation per call (docs/performance.md, "List API"). PgBouncer does not pass startup
+    options through: there, set ``DATABASE_JIT_OFF_OPTION=false`` and
+    ``ALTER ROLE <app role> SET jit = off`` instead (docs/scaling.md)."""
+    if db.get("ENGINE") != "django.db.backends.postgresql" or not env.bool("DATABASE_JIT_OFF_OPTION", default=True):
+        return
+    options = db.setdefault("OPTIONS", {})
+    given = options.get("options", "")
+    if "jit" not in given:
+        options["options"] = f"{given} -c jit=off".strip()
 
 
 DATABASES = {"default": _database_from_env()}
@@ -185,6 +201,7 @@ if DATABASE_REPLICA_URL:
     from rewards_site.db_router import replica_database
 
     DATABASES["replica"] = replica_database(DATABASE_REPLICA_URL, DATABASES["default"])
+    _postgresql_options(DATABASES["replica"])
     DATABASE_ROUTERS = ["rewards_site.db_router.ReplicaRouter"]
 # Views (URL names) whose reads may be served by the replica, and the apps whose tables they may
 # read there; everything else (auth, tokens, every write and every read inside a transaction) stays
