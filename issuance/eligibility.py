@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import F, Q, Value
 
 from catalogue.choices import CardStatus, MembershipStatus
 from catalogue.models import Card, Customer, CustomerLabel, ProgramMembership, Reward, RewardSegmentTarget, SegmentMembership
@@ -48,34 +48,56 @@ TARGETINGS = (
 )
 
 
-def customer_facts(customer: Customer) -> CustomerFacts:
-    """One query (a UNION ALL of four small indexed look-ups)."""
-    held = (
-        SegmentMembership.objects.filter(customer=customer).annotate(kind=Value(0)).values_list("partition_id", "kind"),
-        Card.objects.filter(customer=customer, status=CardStatus.ACTIVE).annotate(kind=Value(1)).values_list("series_id", "kind"),
-        CustomerLabel.objects.filter(customer=customer, status=MembershipStatus.ACTIVE).annotate(kind=Value(2)).values_list("label_id", "kind"),
-        ProgramMembership.objects.filter(customer=customer).annotate(kind=Value(3)).values_list("tier_id", "kind"),
+def _held(customer: Customer) -> list:
+    """What the customer holds, as (target id, 0, kind 0-3) rows: four small indexed look-ups."""
+    rows = (
+        SegmentMembership.objects.filter(customer=customer).values_list("partition_id"),
+        Card.objects.filter(customer=customer, status=CardStatus.ACTIVE).values_list("series_id"),
+        CustomerLabel.objects.filter(customer=customer, status=MembershipStatus.ACTIVE).values_list("label_id"),
+        ProgramMembership.objects.filter(customer=customer).values_list("tier_id"),
     )
-    by_kind: dict[int, set[int]] = defaultdict(set)
-    for target_id, kind in held[0].union(*held[1:], all=True):
-        by_kind[kind].add(target_id)
-    return CustomerFacts(*(frozenset(by_kind[k]) for k in range(4)))
+    return [qs.annotate(rid=Value(0), kind=Value(k)).values_list(qs.query.values_select[0], "rid", "kind")
+            for k, qs in enumerate(rows)]
+
+
+def _links(reward_ids: list[int]) -> list:
+    """The rewards' targets, as (target id, reward id, kind 4-7) rows."""
+    return [
+        t.through.objects.filter(reward_id__in=reward_ids)
+        .annotate(rid=F("reward_id"), kind=Value(len(TARGETINGS) + i))
+        .values_list(t.target_field, "rid", "kind")
+        for i, t in enumerate(TARGETINGS)
+    ]
 
 
 RewardTargets = dict[str, dict[int, set[int]]]
 
 
+def _read(parts: list) -> tuple[RewardTargets, CustomerFacts]:
+    held: dict[int, set[int]] = defaultdict(set)
+    targets: RewardTargets = {t.kind: defaultdict(set) for t in TARGETINGS}
+    for target_id, reward_id, kind in parts[0].union(*parts[1:], all=True):
+        if kind < len(TARGETINGS):
+            held[kind].add(target_id)
+        else:
+            targets[TARGETINGS[kind - len(TARGETINGS)].kind][reward_id].add(target_id)
+    return targets, CustomerFacts(*(frozenset(held[k]) for k in range(len(TARGETINGS))))
+
+
+def customer_facts(customer: Customer) -> CustomerFacts:
+    """One query (a UNION ALL of four small indexed look-ups)."""
+    return _read(_held(customer))[1]
+
+
 def reward_targets(reward_ids: Iterable[int]) -> RewardTargets:
     """Targets of several rewards by kind: one query (UNION ALL), whatever the count."""
-    ids = list(reward_ids)
-    targets: RewardTargets = {t.kind: defaultdict(set) for t in TARGETINGS}
-    links = [
-        t.through.objects.filter(reward_id__in=ids).annotate(kind=Value(i)).values_list("reward_id", t.target_field, "kind")
-        for i, t in enumerate(TARGETINGS)
-    ]
-    for reward_id, target_id, kind in links[0].union(*links[1:], all=True):
-        targets[TARGETINGS[kind].kind][reward_id].add(target_id)
-    return targets
+    return _read(_links(list(reward_ids)))[0]
+
+
+def targets_and_facts(reward_ids: Iterable[int], customer: Customer) -> tuple[RewardTargets, CustomerFacts]:
+    """``reward_targets`` and ``customer_facts`` in one query (the engine's read: always the
+    link rows themselves, never a cache, since they decide who may take a reward)."""
+    return _read(_links(list(reward_ids)) + _held(customer))
 
 
 def reward_is_live(reward: Reward, now: datetime.datetime) -> bool:
@@ -110,10 +132,31 @@ def reward_refusal(
 
 
 def eligible_rewards_q(facts: CustomerFacts) -> Q:
-    """The targeting rule as a filter on Reward (one EXISTS pair per kind)."""
-    condition = Q()
+    """The targeting rule as a filter on Reward, reading ``Reward.targeting`` (which kind of
+    link rows the reward has; a cache kept by ``catalogue.services.reward_listing_refresh``)
+    so that an untargeted reward passes without looking at any link table and a targeted one
+    is looked up only among the customer's targets of its own kind (none held: refused). A
+    MIXED reward (several kinds, which R6 forbids) gets the rule of every kind, as
+    ``reward_refusal`` applies it. ``reward_refusal`` reads the link rows themselves;
+    tests/test_listing_cache.py checks that both agree.
+
+    Written as ``pk IN (…)`` (uncorrelated, hashed once per query), not EXISTS: PostgreSQL
+    prices a correlated EXISTS under OR as if it ran per row, ~100× too high, and then picks
+    index scans that filter the fewest rows instead of the covering index the count needs
+    (docs/performance.md, "List API")."""
+    from catalogue.choices import TargetingKind
+    from catalogue.models import TARGETING_LINKS
+
+    kind_of = {through: kind for kind, through in TARGETING_LINKS.items()}
+    condition = Q(targeting=TargetingKind.NONE)
+    every_kind = Q()
     for targeting in TARGETINGS:
-        links = targeting.through.objects.filter(reward_id=OuterRef("pk"))
-        held = links.filter(**{f"{targeting.target_field}__in": getattr(facts, targeting.facts_attr)})
-        condition &= ~Exists(links) | Exists(held)
-    return condition
+        held_ids = getattr(facts, targeting.facts_attr)
+        links = targeting.through.objects.values("reward_id")
+        if held_ids:
+            held = links.filter(**{f"{targeting.target_field}__in": held_ids})
+            condition |= Q(targeting=kind_of[targeting.through], pk__in=held)
+            every_kind &= ~Q(pk__in=links) | Q(pk__in=held)
+        else:
+            every_kind &= ~Q(pk__in=links)
+    return condition | (Q(targeting=TargetingKind.MIXED) & every_kind)

@@ -262,6 +262,13 @@ def issuance_outcome(mode: str, line_bodies: list[dict]) -> tuple[str, int]:
     return IssuanceStatus.FAILED, code
 
 
+def issuance_outcome_of_lines(mode: str, lines: list[tuple[object, IssuanceError | None]]) -> tuple[str, int]:
+    """``issuance_outcome`` from (line, error) pairs before the lines are written: the same
+    status blocks and quantities ``line_body`` would render."""
+    return issuance_outcome(mode, [{"status": _status_of(line, error), "quantity": line.quantity}
+                                   for line, error in lines])
+
+
 def dry_run_result(ctx, plans, needed: Decimal, available: Decimal, stock: dict[int, int]) -> Result:
     """What the call would do, changing nothing (staff preview)."""
     lines = []

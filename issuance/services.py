@@ -6,15 +6,18 @@ and the bulk CSV tool — calls ``rewards_issue``. No rule lives anywhere else.
 Locking and atomicity (``rewards_issue``):
 1. Validation and look-ups (no writes, no locks): the request, till, brand, customer,
    group, rewards, custom fields, fulfillment status, validation code. Failures are 4xx
-   and nothing is stored.
+   and nothing is stored. The till, brand, custom field definitions, limit definitions and
+   reward targets come from per-process caches when fresh (``issuance.caches``: at most
+   30 s old); the customer, what the customer holds, the rewards and their prices never do.
 2. One transaction: lock the customer's points account (and the group's, when the group
    pays) in primary-key order, with a lock timeout (10004 when another call holds it);
    lock the idempotency records of the request ids; lock the rows of rewards that have
    reward-level limits (pk order). Then plan (eligibility, price, limits), check the
    balance against the sum of the planned points (8004: the whole call fails, nothing
-   written), issue each line (coupon codes taken with SKIP LOCKED from a pool that codes
-   leave), deduct the points actually issued through the ledger, store the outcome
-   under each requestId, commit. A crash anywhere rolls all of it back.
+   written), decide each line (coupon codes taken with SKIP LOCKED from a pool that codes
+   leave), write the issuance, lines and units once with their outcome, deduct the points
+   actually issued through the ledger, store the outcome under each requestId, commit. A
+   crash anywhere rolls all of it back.
 3. Vendor lines only: step 2 wrote them PENDING with their points held; after the commit
    the vendor is called with no lock held and each line is settled in its own
    transaction (``issuance.vendor_settlement``; crash recovery in ``issuance.recovery``).
@@ -31,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import CharField, Func, Q, Value
 from django.utils import timezone
 
 from catalogue.choices import (
@@ -53,8 +56,8 @@ from catalogue.models import (
 )
 from catalogue.validation import custom_field_value_error
 
-from . import jsonio, ledger, responses
-from .eligibility import CustomerFacts, customer_facts, reward_refusal, reward_targets
+from . import caches, jsonio, ledger, responses
+from .eligibility import CustomerFacts, reward_refusal, targets_and_facts
 from .errors import ErrorCode, IssuanceError, bad_request, insufficient_points, limit_reached, points_not_redeemable
 from .limits import LimitState, format_limit, limit_states
 from .models import (
@@ -241,7 +244,7 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
     for index, item in items:
         if item.quantity > org.max_quantity:
             raise bad_request(f"rewards[{index}].quantity: must be at most {org.max_quantity}")
-    brand = brand_for(org=org, name=request.brand_name)
+    brand = _brand(org, request.brand_name)
     customer = customer_for(org=org, identifiers=request.identifiers)
     group = group_for(org=org, ref=details.group, customer=customer) if details.group.given() else None
     validation_row = None
@@ -252,19 +255,19 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         validation_row = validation_code_check(customer=customer, code=request.validation_code)
 
     reward_ids = {item.reward_id for _, item in items}
-    rewards_qs = Reward.objects.filter(org=org, pk__in=reward_ids).select_related(
+    wanted = {"org": org, "pk__in": reward_ids} if brand is None else {"org": org, "pk__in": reward_ids, "brand": brand}
+    rewards_qs = Reward.objects.filter(**wanted).select_related(
         "coupon_series", "cart_promotion", "vendor_redemption"
-    ).prefetch_related("payment_configs")
-    if brand is not None:
-        rewards_qs = rewards_qs.filter(brand=brand)
+    ).prefetch_related("payment_configs").order_by()  # by id below: no ORDER BY needed
     rewards = {r.pk: r for r in rewards_qs}
     missing = reward_ids - rewards.keys()
     if missing:
         raise IssuanceError(ErrorCode.REWARD_NOT_FOUND, f"Reward not found: {min(missing)}")
 
-    definitions = {
+    targets, facts = targets_and_facts(rewards, customer)
+    definitions = caches.CUSTOM_FIELDS.get_or_set(caches.org_key(org), lambda: {
         d.name: d for d in CustomFieldDefinition.objects.filter(org=org, scope=CustomFieldScope.ISSUE_REWARD)
-    }
+    })
     wanted_statuses = {i.fulfillment_status for _, i in items if i.fulfillment_status}
     statuses = {}
     if wanted_statuses:
@@ -285,26 +288,50 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         customer=customer,
         group=group,
         rewards=rewards,
-        facts=customer_facts(customer),
-        targets=reward_targets(rewards.keys()),
+        facts=facts,
+        targets=targets,
         definitions=definitions,
         statuses=statuses,
         validation_row=validation_row,
         now=now,
-        constraints=_constraints_for(org, rewards.values()),
+        constraints=_constraints_for(org, list(rewards.values())),
     )
 
 
 def _constraints_for(org: Organisation, rewards) -> list[RewardConstraint]:
-    """The active limits that may apply to these rewards (one query): their own and the
-    org-level limits of their redemption types."""
+    """The active limits that may apply to these rewards (one query, never cached: a new or
+    changed limit applies to the next call): their own and the org-level limits of their
+    redemption types."""
     rewards = list(rewards)
     return list(
         RewardConstraint.objects.filter(org=org, is_active=True).filter(
             Q(reward_id__in=[r.pk for r in rewards])
             | Q(level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, redemption_type__in={r.redemption_type for r in rewards})
-        )
+        ).order_by("pk")
     )
+
+
+def _brand(org: Organisation, name: str | None):
+    """``resolution.brand_for`` through ``caches.BRANDS`` (a brand found stays cached)."""
+    if name in (None, ""):
+        return None
+    key = (caches.org_key(org), name)
+    brand = caches.BRANDS.get(key)
+    if brand is None:
+        brand = brand_for(org=org, name=name)
+        caches.BRANDS.set(key, brand)
+    return brand
+
+
+def _till(request: IssueRequest):
+    """``resolution.till_for`` through ``caches.TILLS`` (a till found usable stays cached)."""
+    org, user, code = request.org, request.actor, request.till_code
+    key = (caches.org_key(org), code, user.pk, user.is_superuser)
+    till = caches.TILLS.get(key) if code else None
+    if till is None:
+        till = till_for(org=org, code=code, user=user)
+        caches.TILLS.set(key, till)
+    return till
 
 
 # ---------------------------------------------------------------- step 2: plan
@@ -431,21 +458,29 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     """Lock every account the call touches — each customer's own (limits are per customer)
     and each paying group's — in one primary-key-ordered statement; returns the paying
     account per org."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+    postgresql = connection.vendor == "postgresql"
     customer_ids = [ctx.customer.pk for ctx in ctxs]
     group_ids = [ctx.group.pk for ctx in ctxs if ctx.group is not None]
+    whose = Q(customer_id__in=customer_ids)
+    if group_ids:
+        whose |= Q(group_id__in=group_ids)
 
     def lock() -> list[PointsAccount]:
-        return list(
-            PointsAccount.objects.select_for_update(of=("self",))
-            .filter(Q(customer_id__in=customer_ids) | Q(group_id__in=group_ids))
-            .order_by("pk")
-        )
+        accounts = PointsAccount.objects.select_for_update(of=("self",)).filter(whose).order_by("pk")
+        if postgresql:
+            # The transaction's lock timeout, set by the locking statement itself (one round
+            # trip instead of a SET LOCAL before it): set_config(..., is_local => true) is
+            # SET LOCAL, and PostgreSQL computes a row's select list below the LockRows node,
+            # so it is in force before the first row lock is waited for, and for the rest of
+            # the transaction (the idempotency records, the limited rewards).
+            accounts = accounts.annotate(_lock_timeout=_lock_timeout_set())
+        return list(accounts)
 
     locked = lock()
     if len(locked) < len(customer_ids) + len(group_ids):  # first use: create, then lock
+        if postgresql:  # the timeout must cover the inserts' waits too
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         for ctx in ctxs:
             _paying_account(ctx)
         locked = lock()
@@ -454,17 +489,34 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     return {ctx.org.pk: by_group[ctx.group.pk] if ctx.group else by_customer[ctx.customer.pk] for ctx in ctxs}
 
 
+def _lock_timeout_set() -> Func:
+    """set_config of the lock timeout (LOCK_TIMEOUT_MS read at each call: tests lower it)."""
+    return Func(Value("lock_timeout"), Value(f"{LOCK_TIMEOUT_MS}ms"), Value(True), function="set_config",
+                output_field=CharField())
+
+
 def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
     ids = sorted({i.request_id for _, i in ctx.items if i.request_id})
     if not ids:
         return {}
-    rows = (
+    rows = list(
         IdempotencyRecord.objects.select_for_update(of=("self",))
         .filter(org=ctx.org, request_id__in=ids)
-        .select_related("line")
         .order_by("request_id")
     )
+    _records_lines(rows)
     return {r.request_id: r for r in rows}
+
+
+def _records_lines(records: list[IdempotencyRecord]) -> None:
+    """Attach the earlier attempts' lines to their records: one query, and only on a retry
+    (a fresh requestId, the usual case, has no record: its lock query stays a narrow one)."""
+    ids = [r.line_id for r in records if r.line_id is not None]
+    if ids:
+        lines = IssuanceLine.objects.in_bulk(ids)
+        for record in records:
+            if record.line_id is not None:
+                record.line = lines[record.line_id]
 
 
 def _lock_limited_rewards(ctxs: list[_Context]) -> None:
@@ -488,18 +540,29 @@ def _generated_code(series) -> str:
     return series.code_prefix + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(series.code_length))
 
 
-def _take_codes(reward: Reward, count: int, now) -> list[tuple[str, datetime.datetime]] | None:
-    """Up to ``count`` codes of the reward's series; None when the series is unusable."""
-    series = reward.coupon_series
-    if not _series_usable(reward, now):
-        return None
-    if series.generate_codes:
-        return [(_generated_code(series), series.valid_till) for _ in range(count)]
-    # ORDER BY code: an index range scan of (series, code) (coupon_code_unique_per_series) that
-    # starts at the series' first free code, so a pick costs the same for any series and however
-    # far the pool has drained (issued codes leave the table; VACUUM drops their index entries).
-    # Unordered, PostgreSQL scans the table from its first page: through every other series'
-    # codes and every page emptied by earlier picks (measured: docs/performance.md).
+def _take_codes(series, count: int) -> list[str]:
+    """Take up to ``count`` free codes of a pool series (ordered by code) out of the pool.
+
+    ORDER BY code: an index range scan of (series, code) (coupon_code_unique_per_series) that
+    starts at the series' first free code, so a pick costs the same for any series and however
+    far the pool has drained (issued codes leave the table; VACUUM drops their index entries).
+    Unordered, PostgreSQL scans the table from its first page: through every other series'
+    codes and every page emptied by earlier picks (measured: docs/performance.md). SKIP LOCKED:
+    concurrent calls take different codes instead of waiting for each other."""
+    if count <= 0:
+        return []
+    if connection.vendor == "postgresql":
+        # One round trip: pick (locking the rows) and delete in one statement.
+        table = connection.ops.quote_name(CouponCode._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH picked AS (SELECT id, code FROM {table} WHERE series_id = %s ORDER BY code LIMIT %s "
+                f"FOR UPDATE SKIP LOCKED), "
+                f"taken AS (DELETE FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked))) "
+                f"SELECT code FROM picked ORDER BY code",
+                [series.pk, count],
+            )
+            return [code for (code,) in cursor.fetchall()]
     picked = list(
         CouponCode.objects.select_for_update(skip_locked=True)
         .filter(series=series)
@@ -508,43 +571,64 @@ def _take_codes(reward: Reward, count: int, now) -> list[tuple[str, datetime.dat
     )
     if picked:
         CouponCode.objects.filter(pk__in=[pk for pk, _ in picked]).delete()
-    return [(code, series.valid_till) for _, code in picked]
+    return [code for _, code in picked]
 
 
-def _issue_units(plan: LinePlan, line: IssuanceLine, now) -> tuple[list[IssuedUnit], IssuanceError | None]:
-    """Create the units of one line; returns them and the error that stopped short, if any."""
+def _codes_for(plans: list[LinePlan], now) -> dict[int, list[tuple[str, datetime.datetime]] | None]:
+    """The codes of every coupon line about to issue (by plan index; None: the series is
+    unusable): one pick per pool series for all the lines drawing on it, shared out in line
+    order — what picking line by line gives (a pool running dry shorts the later lines)."""
+    codes: dict[int, list | None] = {}
+    by_series: dict[int, list[LinePlan]] = {}
+    for plan in plans:
+        reward = plan.reward
+        if plan.error is not None or plan.units <= 0 or _is_vendor(reward) or not _needs_coupon(reward):
+            continue
+        if not _series_usable(reward, now):
+            codes[plan.index] = None
+            continue
+        series = reward.coupon_series
+        if series.generate_codes:
+            codes[plan.index] = [(_generated_code(series), series.valid_till) for _ in range(plan.units)]
+        else:
+            by_series.setdefault(series.pk, []).append(plan)
+    for series_plans in by_series.values():
+        series = series_plans[0].reward.coupon_series
+        taken = _take_codes(series, sum(p.units for p in series_plans))
+        start = 0
+        for plan in series_plans:
+            codes[plan.index] = [(code, series.valid_till) for code in taken[start:start + plan.units]]
+            start += plan.units
+    return codes
+
+
+def _units_for(plan: LinePlan, codes, now) -> tuple[list[IssuedUnit], IssuanceError | None]:
+    """The units of one line (not yet saved, no line set) and the error that stopped it
+    short, if any. ``codes``: the line's coupon codes from ``_codes_for``."""
     reward = plan.reward
     start = plan.prior_units
     value = plan.price.redemption_value
 
     def unit(i: int, **kwargs) -> IssuedUnit:
-        return IssuedUnit(line=line, points=plan.price.unit_points(start + i), redemption_value=value, **kwargs)
+        return IssuedUnit(points=plan.price.unit_points(start + i), redemption_value=value, **kwargs)
 
-    if reward.vendor_redemption_id or reward.redemption_type in VENDOR_REDEMPTION_TYPES:
+    if _is_vendor(reward):
         return [], IssuanceError(ErrorCode.VOUCHER_NOT_PRESENT)
     if _needs_coupon(reward):
-        codes = _take_codes(reward, plan.units, now)
         if not codes:
             return [], IssuanceError(ErrorCode.COUPON_SERIES_INVALID)
         units = [
             unit(i, coupon_series_id=reward.coupon_series_id, coupon_code=code, code_expiry=expiry)
             for i, (code, expiry) in enumerate(codes)
         ]
-        if reward.coupon_series.generate_codes:
-            units = _save_generated(units, reward)
-        else:
-            IssuedUnit.objects.bulk_create(units)
         shortfall = IssuanceError(ErrorCode.COUPON_SERIES_INVALID) if len(units) < plan.units else None
         return units, shortfall
     if reward.redemption_type == RedemptionType.CART_PROMOTION:
         promotion = reward.cart_promotion
         if promotion is None or not promotion.enabled or (promotion.valid_till and promotion.valid_till <= now):
             return [], IssuanceError(ErrorCode.ISSUE_FAILED)
-        units = [unit(i, promotion=promotion) for i in range(plan.units)]
-    else:
-        units = [unit(i) for i in range(plan.units)]
-    IssuedUnit.objects.bulk_create(units)
-    return units, None
+        return [unit(i, promotion=promotion) for i in range(plan.units)], None
+    return [unit(i) for i in range(plan.units)], None
 
 
 def _save_generated(units: list[IssuedUnit], reward: Reward) -> list[IssuedUnit]:
@@ -564,12 +648,10 @@ def _save_generated(units: list[IssuedUnit], reward: Reward) -> list[IssuedUnit]
     return units
 
 
-def _line_for(plan: LinePlan, issuance: Issuance, ctx: _Context) -> IssuanceLine:
-    if plan.line is not None:
-        return plan.line
+def _new_line(plan: LinePlan, ctx: _Context) -> IssuanceLine:
+    """A new line (not saved yet: it is written once, with its outcome)."""
     price_ = plan.price
-    return IssuanceLine.objects.create(
-        issuance=issuance,
+    return IssuanceLine(
         org=ctx.org,
         customer=ctx.customer,
         reward=plan.reward,
@@ -608,63 +690,130 @@ def line_conclude(line: IssuanceLine, error: IssuanceError | None) -> None:
         line.error_code, line.error_message = error.code, error.message
 
 
-def _execute_line(plan: LinePlan, issuance: Issuance, account: PointsAccount, ctx: _Context) -> IssuanceLine:
-    line = _line_for(plan, issuance, ctx)
-    if plan.line is None and plan.fulfillment is not None:
-        FulfillmentChange.objects.create(
-            line=line, to_status=plan.fulfillment, actor=ctx.request.actor, note="set on issue"
-        )
+@dataclass
+class _LineWork:
+    """One line's outcome, decided before anything of it is written."""
+
+    plan: LinePlan
+    line: IssuanceLine  # new (unsaved) or an earlier attempt's (a retry of its requestId)
+    units: list[IssuedUnit] = field(default_factory=list)
+    points: Decimal = Decimal(0)  # to deduct now
+    hold: Decimal = Decimal(0)  # to hold for the vendor phase
+
+    @property
+    def new(self) -> bool:
+        return self.plan.line is None
+
+
+def _line_work(plan: LinePlan, ctx: _Context, codes) -> _LineWork:
+    """Decide a line's outcome: its units (coupon codes already taken out of the pool), its
+    points, its status. Writes nothing: the line is then written once, final."""
+    line = plan.line if plan.line is not None else _new_line(plan, ctx)
+    work = _LineWork(plan=plan, line=line)
     error = plan.error
     if error is None and plan.units > 0 and _is_vendor(plan.reward):
         if plan.reward.vendor_redemption_id is None:
             error = IssuanceError(ErrorCode.VOUCHER_NOT_PRESENT)  # a vendor type with no vendor configured
         else:
             # Hold the points and leave the vendor call for after the commit (R10).
-            points = plan.points
-            if points > 0:
-                ledger.points_hold_locked(account, amount=points)
-            line.status, line.pending_units, line.held_points = LineStatus.PENDING, plan.units, points
-            line.save()
-            return line
-    issued: list[IssuedUnit] = []
-    refs: list[str] = []
+            work.hold = plan.points
+            line.status, line.pending_units, line.held_points = LineStatus.PENDING, plan.units, work.hold
+            return work
     if error is None and plan.units > 0:
-        issued, error = _issue_units(plan, line, ctx.now)
-    if issued:
-        points = plan.price.points_for(plan.prior_units + len(issued)) - plan.price.points_for(plan.prior_units)
-        if points > 0:
+        work.units, error = _units_for(plan, codes.get(plan.index), ctx.now)
+    if work.units:
+        issued = len(work.units)
+        work.points = plan.price.points_for(plan.prior_units + issued) - plan.price.points_for(plan.prior_units)
+        line.quantity += issued
+        line.total_points += work.points
+    if error is None and plan.limit_error is not None and line.quantity < line.planned_units:
+        error = plan.limit_error
+    line_conclude(line, error)
+    return work
+
+
+def _insert(objs: list) -> None:
+    """INSERT new rows, all in one statement when there are several (their ids come back)."""
+    if len(objs) == 1 or not connection.features.can_return_rows_from_bulk_insert:
+        for obj in objs:
+            obj.save(force_insert=True)
+    elif objs:
+        type(objs[0]).objects.bulk_create(objs)
+
+
+def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: PointsAccount, ctx: _Context) -> None:
+    """Write the lines of one org, each once with its outcome: the new lines (one INSERT),
+    their units (one INSERT), then line by line in request order the hold or the deduction
+    (account row + ledger entry); an earlier attempt's line is updated."""
+    new = [w for w in works if w.new]
+    for work in new:
+        work.line.issuance = issuance
+    _insert([w.line for w in new])
+    pooled = []
+    for work in works:
+        for unit in work.units:
+            unit.line = work.line
+        if work.units and work.plan.reward.coupon_series_id and work.plan.reward.coupon_series.generate_codes:
+            _save_generated(work.units, work.plan.reward)
+        else:
+            pooled.extend(work.units)
+    _insert(pooled)
+    changes = [
+        FulfillmentChange(line=w.line, to_status=w.plan.fulfillment, actor=ctx.request.actor, note="set on issue")
+        for w in new if w.plan.fulfillment is not None
+    ]
+    _insert(changes)
+    for work in works:
+        plan, line = work.plan, work.line
+        refs: list[str] = []
+        if work.hold > 0:
+            ledger.points_hold_locked(account, amount=work.hold)
+        if work.points > 0:
             entry = ledger.points_redeem_locked(
                 account,
-                amount=points,
-                reason=f"Reward {plan.reward.pk} × {len(issued)} (line {line.pk})",
+                amount=work.points,
+                reason=f"Reward {plan.reward.pk} × {len(work.units)} (line {line.pk})",
                 actor=ctx.request.actor,
                 line=line,
             )
             refs.append(entry.reference_id)
-        line.quantity += len(issued)
-        line.total_points += points
-    if error is None and plan.limit_error is not None and line.quantity < line.planned_units:
-        error = plan.limit_error
-    line_conclude(line, error)
-    line.save()
-    if plan.line is None:
-        # A new line's units and references are all here: the response needs no re-read.
-        line.written = responses.Written(units=issued, refs=refs)
-    return line
+        if work.new:
+            if line.status != LineStatus.PENDING:
+                # A new line's units and references are all here: the response needs no re-read.
+                line.written = responses.Written(units=work.units, refs=refs)
+        else:
+            line.save()
 
 
-def record_store(record: IdempotencyRecord | None, *, org, request_id, fingerprint_, shape, line, body, http_status):
-    """Create or complete the idempotency record of one line. ``body`` None: IN_FLIGHT."""
-    state = IdempotencyState.IN_FLIGHT if body is None else IdempotencyState.DONE
-    text = "" if body is None else jsonio.dumps(body)
-    if record is None:
-        return IdempotencyRecord.objects.create(
-            org=org, request_id=request_id, fingerprint=fingerprint_, shape=shape, state=state, line=line,
-            http_status=http_status, response_body=text,
-        )
-    record.line, record.state, record.http_status, record.response_body = line, state, http_status, text
-    record.save(update_fields=["line", "state", "http_status", "response_body", "updated_at"])
-    return record
+def _records_store(outcomes: list, mode: str) -> None:
+    """Create or complete the idempotency record of each line that has a requestId (the
+    stored result; IN_FLIGHT for a line still PENDING). Existing records (locked by
+    ``_lock_records``) are updated; new ones are inserted in ONE statement, in (org,
+    requestId) order, so two calls reusing the same requestIds in opposite orders meet on the
+    unique index in the same order (the later one then retries and answers 10003 or replays)
+    instead of deadlocking."""
+    keyed = sorted(
+        (o for o in outcomes if o.line is not None and o.plan.item.request_id),
+        key=lambda o: (o.line.org_id, o.plan.item.request_id),
+    )
+    new = []
+    for outcome in keyed:
+        line, record = outcome.line, outcome.plan.record
+        if line.status == LineStatus.PENDING:
+            state, text, http_status = IdempotencyState.IN_FLIGHT, "", None
+        else:
+            body, http_status = responses.stored_body(mode, outcome.body)
+            state, text = IdempotencyState.DONE, jsonio.dumps(body)
+        if record is None:
+            outcome.plan.record = IdempotencyRecord(
+                org_id=line.org_id, request_id=outcome.plan.item.request_id, fingerprint=outcome.plan.item.fingerprint,
+                shape=mode, state=state, line=line, http_status=http_status, response_body=text,
+            )
+            new.append(outcome.plan.record)
+        else:
+            record.line, record.state, record.http_status, record.response_body = line, state, http_status, text
+            record.save(update_fields=["line", "state", "http_status", "response_body", "updated_at"])
+    _insert(new)
 
 
 def _needs_points(plans: list[LinePlan]) -> Decimal:
@@ -728,32 +877,34 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
     issuances = []
     for ctx, plans in planned:
         paying = paying_by_org[ctx.org.pk]
-        issuance = _new_issuance(ctx, paying)
-        if any(p.line is None and p.replay is None for p in plans):
+        live = [p for p in plans if p.replay is None]
+        codes = _codes_for(live, ctx.now)
+        works = [_line_work(plan, ctx, codes) for plan in live]
+        issuance = None
+        new = [w for w in works if w.new]
+        if new:
+            # Written once, with the status its lines give it.
+            issuance = _new_issuance(ctx, paying)
+            issuance.status, issuance.response_code = _issuance_status(new, request.mode)
             issuance.save()
             issuances.append(issuance)
-        for plan in plans:
-            if plan.replay is not None:
-                outcomes.append(responses.Outcome(plan=plan, line=None, replay=plan.replay))
-            else:
-                outcomes.append(responses.Outcome(plan=plan, line=_execute_line(plan, issuance, paying, ctx)))
+        _write_lines(works, issuance, paying, ctx)
+        outcomes.extend(responses.Outcome(plan=w.plan, line=w.line) for w in works)
+        outcomes.extend(responses.Outcome(plan=p, line=None, replay=p.replay) for p in plans if p.replay is not None)
     outcomes.sort(key=lambda o: o.plan.index)
     settled = [o for o in outcomes if o.line is not None and o.line.status != LineStatus.PENDING]
     responses.fill_line_bodies(settled, mode=request.mode, event_date_time=request.event_date_time)
-    # Records are inserted in (org, requestId) order, so two calls reusing the same
-    # requestIds in opposite orders meet on the unique index in the same order (the later
-    # one then retries and answers 10003 or replays) instead of deadlocking.
-    keyed = [o for o in outcomes if o.line is not None and o.plan.item.request_id]
-    for outcome in sorted(keyed, key=lambda o: (o.line.org_id, o.plan.item.request_id)):
-        pending = outcome.line.status == LineStatus.PENDING
-        body, status = (None, None) if pending else responses.stored_body(request.mode, outcome.body)
-        outcome.plan.record = record_store(
-            outcome.plan.record, org=outcome.line.org, request_id=outcome.plan.item.request_id,
-            fingerprint_=outcome.plan.item.fingerprint, shape=request.mode, line=outcome.line, body=body,
-            http_status=status,
-        )
-    _issuances_conclude(issuances, outcomes, request.mode)
+    _records_store(outcomes, request.mode)
     return _Executed(request, outcomes, issuances, paying_by_org)
+
+
+def _issuance_status(works: list[_LineWork], mode: str) -> tuple[str, int]:
+    """(status, response code) of an Issuance row from its new lines' outcomes."""
+    if any(w.line.status == LineStatus.PENDING for w in works):
+        return IssuanceStatus.PENDING, 0
+    return responses.issuance_outcome_of_lines(
+        mode, [(w.line, w.plan.error if w.line.status == LineStatus.FAILED else None) for w in works]
+    )
 
 
 @dataclass
@@ -765,6 +916,7 @@ class _Executed:
 
 
 def _issuances_conclude(issuances: list[Issuance], outcomes, mode: str) -> None:
+    """Each Issuance's status once its vendor lines are settled."""
     for issuance in issuances:
         lines = [o for o in outcomes if o.line is not None and o.line.issuance_id == issuance.pk]
         if any(o.line.status == LineStatus.PENDING for o in lines):
@@ -794,7 +946,7 @@ def _vendor_phase(executed: _Executed) -> None:
 
 def _contexts(request: IssueRequest, now) -> list[_Context]:
     _check_items(request)
-    till = till_for(org=request.org, code=request.till_code, user=request.actor)
+    till = _till(request)
     by_org = sorted(_items_by_org(request).items(), key=lambda pair: pair[0].pk)  # lock order
     return [_context(request, org, items, till, now) for org, items in by_org]
 

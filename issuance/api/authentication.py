@@ -11,6 +11,13 @@ the user row is read on every request. Nothing reversible is cached.
 OAuth2 bearer tokens (client credentials, django-oauth-toolkit) are accepted from
 registered API clients only (apiclients.ApiClient): the token acts as the client's user,
 in that user's org, on the client's till, with the token's scopes (docs/permissions.md).
+
+Both cost ONE query per request (docs/performance.md, "Queries per issue call"): Basic reads
+the user with profile and org; a bearer token is read with its application, the client's
+user, profile and org, the ApiClient and its till, all joined. Either query also answers
+whether the user holds the API permission (``API_ALLOWED``, read by
+``issuance.api.permissions.user_may_use_api``). Nothing about a token is cached: a revoked
+(deleted), expired or re-bound token is refused on its very next request.
 """
 
 import hashlib
@@ -19,15 +26,49 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.cache import caches
+from django.db.models import Exists, OuterRef, Q
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+from oauth2_provider.models import get_access_token_model
 from rest_framework import exceptions
 from rest_framework.authentication import BasicAuthentication, get_authorization_header
 
 from apiclients.models import ApiClient
-from apiclients.selectors import api_client_for_application
 
 CACHE_PREFIX = "basic-auth-ok:"
+REALM = "rewards"
+# The attribute an authenticated user carries when its authentication query already answered
+# "does this user hold issuance.api_issue (directly or through a group)?".
+API_ALLOWED = "api_issue_allowed"
+
+
+def api_permission_rows(user_ref):
+    """issuance.api_issue rows held by the user ``user_ref`` names (a user, or an OuterRef)."""
+    return Permission.objects.filter(
+        Q(user=user_ref) | Q(group__user=user_ref), content_type__app_label="issuance", codename="api_issue"
+    )
+
+
+def api_permission_exists(user_field: str) -> Exists:
+    """The API permission as an annotation of the query that reads the user (``user_field``:
+    the path to the user's id in that query)."""
+    return Exists(api_permission_rows(OuterRef(user_field)))
+
+
+# Built once: building the subquery's joins is a good part of its cost, and an annotation is
+# copied, never changed, by each query that uses it.
+_USER_MAY_USE_API = api_permission_exists("pk")
+_TOKEN_USER_MAY_USE_API = api_permission_exists("application__user")
+
+
+def challenge(request) -> str:
+    """``WWW-Authenticate`` of a 401: the scheme the caller tried (a failed bearer token is
+    answered with a Bearer challenge), Basic when it sent no credentials or Basic ones."""
+    header = get_authorization_header(request).split()
+    if header and header[0].lower() == b"bearer":
+        return f'Bearer realm="{REALM}"'
+    return f'Basic realm="{REALM}"'
 
 
 def _credential_key(user, password: str) -> str:
@@ -36,11 +77,19 @@ def _credential_key(user, password: str) -> str:
 
 
 class CachedBasicAuthentication(BasicAuthentication):
-    www_authenticate_realm = "rewards"
+    www_authenticate_realm = REALM
+
+    def authenticate_header(self, request):
+        return challenge(request)
 
     def authenticate_credentials(self, userid, password, request=None):
         User = get_user_model()
-        user = User._default_manager.select_related("profile__org").filter(**{User.USERNAME_FIELD: userid}).first()
+        # The username is unique: no ORDER BY (as .first() would add).
+        user = next(iter(
+            User._default_manager.select_related("profile__org")
+            .annotate(**{API_ALLOWED: _USER_MAY_USE_API})
+            .filter(**{User.USERNAME_FIELD: userid})[:1]
+        ), None)
         if user is None:
             # Same cost as a wrong password, so timing does not tell who exists.
             User().set_password(password)
@@ -76,21 +125,63 @@ class BoundToken:
 
 
 class ApiClientTokenAuthentication(OAuth2Authentication):
-    www_authenticate_realm = "rewards"
+    """A bearer token of a registered, correctly bound API client, checked in one query.
+
+    The toolkit's own check (oauthlib request, validator) reads the token and its application
+    and user, then this class read the ApiClient, and the permission check the user's
+    permission and org: four queries and the toolkit's overhead per call. Here the token is
+    looked up by its SHA-256 checksum (as the toolkit stores it) with everything the checks
+    read joined. The checks are the toolkit's (``AccessToken.is_valid``: not expired;
+    ``Application.is_usable``) and the client's binding (``ApiClient.binding_errors``). A
+    token restricted to a resource (RFC 8707 ``resource``) is handed to the toolkit, which
+    checks its audience."""
+
+    www_authenticate_realm = REALM
+
+    def authenticate_header(self, request):
+        return challenge(request)
 
     def authenticate(self, request):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != b"bearer":
             return None  # a token anywhere but the Authorization header is not looked at
-        # The Django request: its POST is empty for a JSON body, so checking the token does
-        # not parse the body (DRF's request.POST would) before the caller is known.
-        result = super().authenticate(request._request)
-        if result is None:
+        if len(header) != 2:
             raise exceptions.AuthenticationFailed(INVALID_TOKEN)
-        token = result[1]
-        client = api_client_for_application(token.application_id)
+        try:
+            value = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN) from None
+        token = _token_with_client(value)
+        if token is None or not token.is_valid():
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN)
+        if token.resource:
+            # Audience-restricted: the toolkit's full check. The Django request: its POST is
+            # empty for a JSON body, so the check does not parse the body before the caller
+            # is known.
+            if super().authenticate(request._request) is None:
+                raise exceptions.AuthenticationFailed(INVALID_TOKEN)
+        application = token.application
+        if application is None or not application.is_usable(request._request):
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN)
+        client = getattr(application, "api_client", None)
         if client is None or client.binding_errors():
             raise exceptions.AuthenticationFailed(INVALID_TOKEN)
         # A client whose scopes were narrowed since the token was issued gets the narrower set.
         scopes = frozenset(token.scope.split()) & client.scope_set
-        return client.user, BoundToken(token=token, client=client, scopes=scopes)
+        user = client.user
+        setattr(user, API_ALLOWED, getattr(token, API_ALLOWED))
+        return user, BoundToken(token=token, client=client, scopes=scopes)
+
+
+def _token_with_client(value: str):
+    """The access token of ``value`` with its application, the application's user (profile,
+    org), its ApiClient and the client's till, and whether that user holds the API
+    permission: one query. None when unknown."""
+    checksum = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    # The checksum is unique: no ORDER BY (as .first() would add).
+    return next(iter(
+        get_access_token_model()
+        .objects.select_related("application__user__profile__org", "application__api_client__till")
+        .annotate(**{API_ALLOWED: _TOKEN_USER_MAY_USE_API})
+        .filter(token_checksum=checksum)[:1]
+    ), None)

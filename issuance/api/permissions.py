@@ -7,13 +7,11 @@ call and the token's till. Views need nothing else: a view may name its scopes w
 rewards:issue.
 """
 
-from django.contrib.auth.models import Permission
-from django.db.models import Q
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from apiclients.scopes import SCOPE_ISSUE, SCOPE_READ
 
-from .authentication import BoundToken
+from .authentication import API_ALLOWED, BoundToken, api_permission_rows
 
 # The till_for message (issuance.resolution): a till not bound to the token answers exactly
 # like a till of another org or an unknown one.
@@ -52,16 +50,18 @@ class TokenBoundToTill(BasePermission):
 
 
 def user_may_use_api(user) -> bool:
-    """issuance.api_issue, held directly or through a group, in ONE query (Django's
-    has_perm loads every permission of the user and of their groups: two queries on
-    every call of a busy till). Same semantics: active superusers have it."""
+    """issuance.api_issue, held directly or through a group. No query when the
+    authentication read it with the user (``API_ALLOWED``: Basic and bearer tokens), else
+    ONE query (Django's has_perm loads every permission of the user and of their groups: two
+    queries on every call of a busy till). Same semantics: active superusers have it."""
     if not user.is_active:
         return False
     if user.is_superuser:
         return True
-    return Permission.objects.filter(
-        Q(user=user) | Q(group__user=user), content_type__app_label="issuance", codename="api_issue"
-    ).exists()
+    allowed = getattr(user, API_ALLOWED, None)
+    if allowed is not None:
+        return allowed
+    return api_permission_rows(user).exists()
 
 
 class CanIssueThroughApi(BasePermission):
