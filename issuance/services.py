@@ -15,9 +15,10 @@ Locking and atomicity (``rewards_issue``):
    reward-level limits (pk order). Then plan (eligibility, price, limits), check the
    balance against the sum of the planned points (8004: the whole call fails, nothing
    written), decide each line (coupon codes taken with SKIP LOCKED from a pool that codes
-   leave), write the issuance, lines and units once with their outcome, deduct the points
-   actually issued through the ledger, store the outcome under each requestId, commit. A
-   crash anywhere rolls all of it back.
+   leave; when that comes up short, waiting for the codes other calls hold, which come back
+   if those calls roll back), write the issuance, lines and units once with their outcome,
+   deduct the points actually issued through the ledger, store the outcome under each
+   requestId, commit. A crash anywhere rolls all of it back.
 3. Vendor lines only: step 2 wrote them PENDING with their points held; after the commit
    the vendor is called with no lock held and each line is settled in its own
    transaction (``issuance.vendor_settlement``; crash recovery in ``issuance.recovery``).
@@ -541,30 +542,79 @@ def _generated_code(series) -> str:
 
 
 def _take_codes(series, count: int) -> list[str]:
-    """Take up to ``count`` free codes of a pool series (ordered by code) out of the pool.
+    """Take up to ``count`` free codes of a pool series out of the pool (ordered by code);
+    fewer only when the pool holds fewer.
 
     ORDER BY code: an index range scan of (series, code) (coupon_code_unique_per_series) that
     starts at the series' first free code, so a pick costs the same for any series and however
     far the pool has drained (issued codes leave the table; VACUUM drops their index entries).
     Unordered, PostgreSQL scans the table from its first page: through every other series'
-    codes and every page emptied by earlier picks (measured: docs/performance.md). SKIP LOCKED:
-    concurrent calls take different codes instead of waiting for each other."""
+    codes and every page emptied by earlier picks (measured: docs/performance.md).
+
+    SKIP LOCKED: concurrent calls take different codes instead of waiting for each other (the
+    common path: one statement). A code it skipped is held by another call that took it and
+    has not finished; if that call rolls back, the code is free again. So a pick that comes up
+    short waits for the codes others hold (``_wait_for_codes``) before answering with fewer."""
     if count <= 0:
         return []
+    taken = _pick_codes(series, count, skip_locked=True)
+    if len(taken) < count and connection.features.has_select_for_update_skip_locked:
+        # (Without SKIP LOCKED — SQLite, one writer at a time — nothing was skipped.)
+        taken.extend(_wait_for_codes(series, count - len(taken)))
+        taken.sort()
+    return taken
+
+
+def _wait_for_codes(series, count: int) -> list[str]:
+    """Up to ``count`` more codes of the series, waiting for the codes other calls hold: a
+    code whose taker commits is gone and passed over, one whose taker rolls back is ours.
+    Repeated while it brings codes and more are needed (a code waited for may vanish under
+    the wait); empty only when no code of the series is left, taken or not. The codes this
+    call already took are not seen again: it has deleted them.
+
+    Each wait is bounded by the transaction's lock timeout (set with the account lock): past
+    it the error goes up and the call answers 10004 (``_lock_error``). Two calls short of
+    codes can each hold a code the other waits for: PostgreSQL then breaks the cycle by failing
+    one wait (deadlock_timeout, 1 s by default); that call keeps what it has and answers with
+    it, and the other's wait ends when the first commits. Each wait runs in a savepoint so that the
+    failed wait, and only it, is undone (the savepoint costs two round trips, on this path only)."""
+    taken: list[str] = []
+    while len(taken) < count:
+        try:
+            with transaction.atomic():
+                more = _pick_codes(series, count - len(taken), skip_locked=False)
+        except OperationalError as error:
+            if _sqlstate(error) != "40P01":  # deadlock_detected; a lock timeout is the call's 10004
+                raise
+            break
+        if not more:
+            break
+        taken.extend(more)
+    return taken
+
+
+def _sqlstate(error: DatabaseError) -> str | None:
+    return getattr(getattr(error, "__cause__", None), "sqlstate", None)
+
+
+def _pick_codes(series, count: int, *, skip_locked: bool) -> list[str]:
+    """Lock and delete up to ``count`` codes of the series, first by code (see ``_take_codes``);
+    ``skip_locked=False`` waits for the codes other calls hold."""
     if connection.vendor == "postgresql":
         # One round trip: pick (locking the rows) and delete in one statement.
         table = connection.ops.quote_name(CouponCode._meta.db_table)
+        lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH picked AS (SELECT id, code FROM {table} WHERE series_id = %s ORDER BY code LIMIT %s "
-                f"FOR UPDATE SKIP LOCKED), "
+                f"{lock}), "
                 f"taken AS (DELETE FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked))) "
                 f"SELECT code FROM picked ORDER BY code",
                 [series.pk, count],
             )
             return [code for (code,) in cursor.fetchall()]
     picked = list(
-        CouponCode.objects.select_for_update(skip_locked=True)
+        CouponCode.objects.select_for_update(skip_locked=skip_locked)
         .filter(series=series)
         .order_by("code")
         .values_list("pk", "code")[:count]
@@ -592,7 +642,10 @@ def _codes_for(plans: list[LinePlan], now) -> dict[int, list[tuple[str, datetime
             codes[plan.index] = [(_generated_code(series), series.valid_till) for _ in range(plan.units)]
         else:
             by_series.setdefault(series.pk, []).append(plan)
-    for series_plans in by_series.values():
+    # Series in primary-key order: a call short of codes waits for other calls' codes
+    # (``_take_codes``); one order keeps two calls from waiting for each other across series.
+    for series_pk in sorted(by_series):
+        series_plans = by_series[series_pk]
         series = series_plans[0].reward.coupon_series
         taken = _take_codes(series, sum(p.units for p in series_plans))
         start = 0
