@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from . import choices
+from .encryption import unreadable_names
 from .forms import (
     CardAdminForm,
     CouponCodesUploadForm,
@@ -378,6 +379,7 @@ class GroupMembershipInline(ScopedTabularInline):
 @admin.register(CustomerGroup)
 class CustomerGroupAdmin(ScopedAdmin):
     list_display = ("id", "name", "external_id", "primary_member", "member_count", "org")
+    ordering = ("id",)  # explicit: the Count annotation (GROUP BY) drops Meta.ordering, and paging needs an order
     list_display_links = ("id", "name")
     list_select_related = ("org", "primary_member")
     list_filter = ("org",)
@@ -601,7 +603,13 @@ class VendorRedemptionConfigAdmin(ScopedAdmin):
 
     @admin.display(description="headers")
     def header_names(self, obj):
-        return headers_masked(obj.headers)
+        """Names only (values are secrets, stored encrypted); a value the configured keys
+        cannot decrypt is pointed out, as calls with it fail (8003) until it is typed again."""
+        shown = headers_masked(obj.headers)
+        unreadable = unreadable_names(obj.headers)
+        if unreadable:
+            shown += f" — cannot be decrypted with FIELD_ENCRYPTION_KEYS: {', '.join(unreadable)}"
+        return shown
 
     @admin.action(description="Test call: send one sample redemption and show the answer")
     def test_call(self, request, queryset):
@@ -639,6 +647,20 @@ class VendorRedemptionConfigAdmin(ScopedAdmin):
 
     # Shown instead of the form field when the page is read-only: names, never values.
     headers_text = header_names
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            config = self.get_object(request, unquote(object_id))
+            unreadable = unreadable_names(config.headers) if config is not None else []
+            if unreadable:
+                self.message_user(
+                    request,
+                    f"The stored value of header {', '.join(unreadable)} cannot be decrypted with "
+                    "FIELD_ENCRYPTION_KEYS (wrong or missing key): calls fail (8003) until the key is configured "
+                    "again or a new value is typed here.",
+                    level=messages.WARNING,
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from . import choices
+from .encryption import EncryptedValuesJSONField
 
 POINTS = {"max_digits": 18, "decimal_places": 4}
 MONEY = {"max_digits": 14, "decimal_places": 2}
@@ -382,13 +384,16 @@ class Vendor(models.Model):
 
 
 class VendorRedemptionConfig(models.Model):
-    """How to call a vendor to redeem one unit (R10). Header values are secrets."""
+    """How to call a vendor to redeem one unit (R10). Header values are secrets: encrypted at
+    rest (catalogue.encryption), names readable; in Python ``headers`` holds plain text."""
 
     vendor = models.ForeignKey(Vendor, on_delete=models.PROTECT, related_name="redemption_configs")
     name = models.CharField(max_length=200)
     url = models.URLField(max_length=1000)
     method = models.CharField(max_length=8, choices=choices.HttpMethod.choices, default=choices.HttpMethod.POST)
-    headers = models.JSONField(default=dict, blank=True)
+    headers = EncryptedValuesJSONField(
+        default=dict, blank=True, help_text="Request headers {name: value}; the values are stored encrypted."
+    )
     body_template = models.TextField(blank=True, help_text="JSON body with {placeholders} filled per unit.")
     timeout_seconds = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("5.00"))
     context_map = models.JSONField(
@@ -519,7 +524,9 @@ class Reward(models.Model):
     target_tiers = models.ManyToManyField(Tier, blank=True, related_name="targeted_rewards")
 
     custom_fields = models.JSONField(default=dict, blank=True, help_text="Values of REWARD-scope custom fields.")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # A default rather than auto_now_add, so that the catalogue importer can carry it
+    # (``createdAt``; bulk_create honours a value set on the row, auto_now_add would overwrite it).
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     # The listing cache: derived from the payment configs, intouch_points and the targeting

@@ -12,13 +12,23 @@ The body template is JSON; a string value that is exactly ``{{name}}`` is replac
 the variable's value (keeping its JSON type), and ``{{name}}`` inside a longer string by
 its text. Values are inserted into the parsed structure, never pasted into JSON text,
 so a customer's data cannot inject JSON.
+
+Header values are stored encrypted (catalogue.encryption) and read as plain text. A value
+that none of ``FIELD_ENCRYPTION_KEYS`` decrypts (a wrong or missing key) is never sent: the
+call is not made, the unit fails like any vendor failure (8003, nothing deducted) and an
+error naming the config and the header — never a value — is logged.
 """
 
+import logging
 import re
 from dataclasses import dataclass, field
 
 import httpx
 import simplejson
+
+from catalogue.encryption import unreadable_names
+
+logger = logging.getLogger(__name__)
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 MAX_ANSWER_BYTES = 64 * 1024
@@ -102,13 +112,36 @@ def context_extract(data, context_map: dict) -> dict:
     return {key: path_get(data, str(path)) for key, path in (context_map or {}).items()}
 
 
+class HeaderSecretError(ValueError):
+    """A header value of the config cannot be decrypted; the message names headers, no values."""
+
+
+def request_headers(config) -> dict[str, str]:
+    """The config's headers as sent (decrypted values), or ``HeaderSecretError`` (logged)."""
+    unreadable = unreadable_names(config.headers)
+    if unreadable:
+        names = ", ".join(unreadable)
+        logger.error(
+            "vendor redemption config %s: header value(s) of %s cannot be decrypted with FIELD_ENCRYPTION_KEYS "
+            "(wrong or missing key); the vendor was not called",
+            config.pk,
+            names,
+            extra={"vendor_config_id": config.pk, "header_names": names},
+        )
+        raise HeaderSecretError(f"header {names} cannot be decrypted (FIELD_ENCRYPTION_KEYS); vendor not called")
+    return {str(k): str(v) for k, v in (config.headers or {}).items()}
+
+
 def vendor_call(config, *, variables: dict) -> VendorAnswer:
     """One redemption call; never raises for what the vendor or the network does."""
     try:
         body = body_render(config.body_template, variables)
     except TemplateError as error:
         return VendorAnswer(False, error=str(error))
-    headers = {str(k): str(v) for k, v in (config.headers or {}).items()}
+    try:
+        headers = request_headers(config)
+    except HeaderSecretError as error:
+        return VendorAnswer(False, error=str(error))
     content = None
     if body is not None:
         headers.setdefault("Content-Type", "application/json")
@@ -145,8 +178,11 @@ def vendor_status(config, *, variables: dict) -> VendorAnswer | None:
         return None
     url = PLACEHOLDER.sub(lambda m: str(variables.get(m.group(1), "")), config.status_url)
     try:
-        response = client().get(url, headers={str(k): str(v) for k, v in (config.headers or {}).items()},
-                                timeout=httpx.Timeout(float(config.timeout_seconds)))
+        headers = request_headers(config)
+    except HeaderSecretError as error:
+        return VendorAnswer(False, error=str(error))
+    try:
+        response = client().get(url, headers=headers, timeout=httpx.Timeout(float(config.timeout_seconds)))
     except httpx.HTTPError as error:
         return VendorAnswer(False, error=f"{type(error).__name__}: {error}"[:300])
     if response.status_code != 200:

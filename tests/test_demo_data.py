@@ -2,6 +2,8 @@
 
 import datetime
 import importlib.util
+import json
+import zoneinfo
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from catalogue import models as cm
@@ -23,6 +27,7 @@ from issuance.fake_vendor import FakeVendor
 from issuance.groups import API_GROUP
 from issuance.models import PointsAccount
 from issuance.vendors import vendor_call
+from tests.conftest import basic_auth
 
 DEMO_ORG = 4000085
 CHILD_ORG = 4000876
@@ -239,3 +244,53 @@ def test_demo_catalogue_round_trips_through_export_and_import():
     call_command("flush", "--noinput", verbosity=0)
     catalogue_import(document=document_load(first))
     assert jsonio.dumps(catalogue_export(include_secrets=True)) == first
+
+
+def test_demo_rewards_carry_their_creation_dates_from_the_file(demo):
+    document = document_load(DEMO_FILE.read_bytes())
+    in_file = {r["id"]: r["createdAt"] for r in document["rewards"]}
+    assert len(in_file) == cm.Reward.objects.count()
+    stored = {
+        pk: created.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for pk, created in cm.Reward.objects.values_list("pk", "created_at")
+    }
+    assert stored == in_file
+    as_of = datetime.datetime(2025, 5, 8, tzinfo=datetime.UTC)
+    for reward in cm.Reward.objects.all():  # set up before the demo's day, and before it starts
+        assert reward.created_at < as_of
+        assert reward.created_at < reward.start_time or reward.start_time > as_of
+
+
+def test_demo_created_on_days_ago_counts_from_the_creation_dates_not_the_load(demo):
+    api = Client(HTTP_AUTHORIZATION=basic_auth("demo_till", "demo-pass"))
+    url = "/api_gateway/rewards/core/v1/user/reward/brand/BUKL"
+
+    def listing(**params) -> dict:
+        response = api.get(url, {"userId": 555567088, "size": 100, **params})
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    everything = listing()
+    total = everything["pagingDto"]["totalElements"]
+    assert total > 50
+    # Newest first by default, by the file's createdAt.
+    first = [r["id"] for r in everything["rewardList"][:5]]
+    newest = cm.Reward.objects.filter(pk__in=[r["id"] for r in everything["rewardList"]]).order_by("-created_at", "-pk")
+    assert first == list(newest.values_list("pk", flat=True)[:5])
+    # Loaded just now, yet every reward was created more than a day ago ...
+    assert listing(createdOnDaysAgo=1)["pagingDto"]["totalElements"] == total
+    # ... and the ages spread: a cut in mid-2024 splits them, one before the oldest keeps none.
+    today = timezone.now().astimezone(zoneinfo.ZoneInfo("Asia/Kolkata")).date()
+    middle = listing(createdOnDaysAgo=(today - datetime.date(2024, 6, 1)).days)["pagingDto"]["totalElements"]
+    assert 0 < middle < total
+    assert listing(createdOnDaysAgo=(today - datetime.date(2022, 10, 1)).days)["pagingDto"]["totalElements"] == 0
+
+
+def test_demo_vendor_header_values_are_stored_encrypted(demo):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT headers FROM catalogue_vendorredemptionconfig ORDER BY id")
+        rows = [raw if isinstance(raw, str) else json.dumps(raw) for (raw,) in cursor.fetchall()]
+    assert rows and all("demo-vendor-token" not in raw for raw in rows)
+    assert all(sorted(json.loads(raw)) == ["Authorization", "X-Offer"] for raw in rows)
+    config = cm.VendorRedemptionConfig.objects.get(pk=7)
+    assert config.headers["Authorization"] == "Bearer demo-vendor-token"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from axes.models import AccessAttempt
+from cryptography.fernet import Fernet
 from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
@@ -53,6 +54,7 @@ def production_env(**extra) -> dict:
         "ALLOWED_HOSTS": "rewards.example.com,testserver",
         "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://rewards@127.0.0.1:5432/rewards"),
         "DEBUG": "false",
+        "FIELD_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
         **extra,
     }
 
@@ -111,13 +113,18 @@ def test_production_pages_are_https_only_with_security_headers_and_secure_cookie
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [("DEBUG", "true", "DEBUG must be off"), ("SECRET_KEY", "short", "SECRET_KEY must be a long random value"),
-     ("API_MAX_BODY_BYTES", "10", "API_MAX_BODY_BYTES")],
+     ("API_MAX_BODY_BYTES", "10", "API_MAX_BODY_BYTES"),
+     ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set in production"),
+     ("FIELD_ENCRYPTION_KEYS", f"{Fernet.generate_key().decode()},not-a-fernet-key",
+      "FIELD_ENCRYPTION_KEYS: key 2 is not a Fernet key")],
 )
 def test_production_settings_refuse_insecure_values_at_start_up(variable, value, message):
     result = manage("check", settings_module="rewards_site.settings.production",
                     env=production_env(**{variable: value}))
     assert result.returncode != 0
     assert message in result.stderr
+    if variable == "FIELD_ENCRYPTION_KEYS" and value:
+        assert value.split(",")[0] not in result.stderr  # the keys are never echoed
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,17 +4,22 @@ docs/catalogue-format.md is the contract these tests hold the code to.
 """
 
 import copy
+import datetime
+import json
 from decimal import Decimal
 
 import pytest
+from cryptography.fernet import Fernet
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.utils import timezone
 
 from catalogue import models as cm
 from catalogue.catalogue_io import jsonio, schema
-from catalogue.catalogue_io.exporter import catalogue_export
+from catalogue.catalogue_io.exporter import SecretUnreadableError, catalogue_export
 from catalogue.catalogue_io.importer import CatalogueFileError, catalogue_import, document_load
 from catalogue.catalogue_io.reader import HEADER_MASK
 from catalogue.catalogue_io.schema import CONSTRAINTS_CHECKED, IMPORTED_MODELS
@@ -537,6 +542,12 @@ BAD_FILES = {
         "Enter a valid URL.",
     ),
     "own parent": (_set(["orgs", 1, "parentId"], CHILD), "orgs[1].parentId", "an org cannot be its own parent"),
+    "createdAt without offset": (
+        _set(["rewards", 0, "createdAt"], "2024-01-01T00:00:00"),
+        "rewards[0].createdAt",
+        "must be an ISO-8601 date-time with a UTC offset",
+    ),
+    "createdAt null": (_set(["rewards", 0, "createdAt"], None), "rewards[0].createdAt", "must not be null"),
     "wrong format version": (_set(["formatVersion"], 2), "formatVersion", "must be 1"),
 }
 
@@ -794,7 +805,6 @@ FORMAT_COVERAGE = {
             "card_series",
             "labels",
             "target_tiers",
-            "created_at",
             "updated_at",
             # The listing cache: derived from the configs, intouch_points and the targets,
             # recomputed by the importer (catalogue.services.reward_listing_refresh).
@@ -819,3 +829,123 @@ def test_every_model_field_has_a_place_in_the_format(model):
     fields = {f.name for f in model._meta.get_fields() if f.concrete or (f.many_to_many and not f.auto_created)}
     missing = fields - mapped - outside
     assert not missing, f"{model.__name__}: {sorted(missing)} would be lost by export and import"
+
+
+# -- createdAt -------------------------------------------------------------------------------------
+
+
+def _created(reward_id: int) -> datetime.datetime:
+    return cm.Reward.objects.get(pk=reward_id).created_at
+
+
+def test_created_at_absent_on_a_new_reward_is_the_time_of_the_import(db):
+    before = timezone.now()
+    catalogue_import(document=good_doc())
+    after = timezone.now()
+    assert all(before <= stamp <= after for stamp in cm.Reward.objects.values_list("created_at", flat=True))
+
+
+def test_created_at_present_is_applied_to_a_new_reward_in_utc(db):
+    doc = good_doc()
+    doc["rewards"][0]["createdAt"] = "2023-05-01T10:00:00.250000+05:30"
+    catalogue_import(document=doc)
+    assert _created(311509) == datetime.datetime(2023, 5, 1, 4, 30, 0, 250000, tzinfo=datetime.UTC)
+    exported = next(r for r in catalogue_export()["rewards"] if r["id"] == 311509)
+    assert exported["createdAt"] == "2023-05-01T04:30:00.250000Z"
+
+
+def test_created_at_absent_on_reimport_keeps_the_stored_value(imported):
+    old = datetime.datetime(2022, 2, 2, 2, 2, tzinfo=datetime.UTC)
+    cm.Reward.objects.filter(pk=311509).update(created_at=old)
+    stamps = dict(cm.Reward.objects.values_list("pk", "updated_at"))
+    result = catalogue_import(document=good_doc())  # good_doc has no createdAt
+    assert (result.created, result.changed) == (0, 0)
+    assert _created(311509) == old
+    assert dict(cm.Reward.objects.values_list("pk", "updated_at")) == stamps
+
+
+def test_created_at_present_on_reimport_replaces_the_stored_value(imported):
+    stamps = dict(cm.Reward.objects.values_list("pk", "updated_at"))
+    doc = good_doc()
+    doc["rewards"][1]["createdAt"] = "2021-12-31T23:00:00Z"
+    result = catalogue_import(document=doc)
+    assert result.counts["rewards"].updated == 1
+    assert _created(125099) == datetime.datetime(2021, 12, 31, 23, tzinfo=datetime.UTC)
+    after = dict(cm.Reward.objects.values_list("pk", "updated_at"))
+    assert {pk for pk in after if after[pk] != stamps[pk]} == {125099}
+    again = catalogue_import(document=doc)  # the same value again: nothing to do
+    assert (again.created, again.changed) == (0, 0)
+
+
+def test_created_at_is_always_exported_and_survives_the_round_trip(imported):
+    cm.Reward.objects.filter(pk=350).update(created_at=datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=datetime.UTC))
+    doc = catalogue_export(include_secrets=True)
+    assert all("createdAt" in reward for reward in doc["rewards"])
+    assert next(r for r in doc["rewards"] if r["id"] == 350)["createdAt"] == "2020-01-02T03:04:05.000006Z"
+    text = jsonio.dumps(doc)
+    result = catalogue_import(document=document_load(text))
+    assert (result.created, result.changed) == (0, 0)
+    assert export_text() == text
+
+
+# -- vendor header values: encrypted at rest ---------------------------------------------------------
+
+
+def raw_headers(config_id: int) -> tuple[str, dict]:
+    """The headers column as the database holds it (text, and parsed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT headers FROM catalogue_vendorredemptionconfig WHERE id = %s", [config_id])
+        (raw,) = cursor.fetchone()
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    return text, json.loads(text)
+
+
+def test_imported_header_values_are_stored_encrypted_with_readable_names(imported):
+    text, stored = raw_headers(7)
+    assert "s3cret" not in text
+    assert list(stored) == ["Authorization"] and stored["Authorization"].startswith("gAAAAA")
+    assert cm.VendorRedemptionConfig.objects.get(pk=7).headers == {"Authorization": "Bearer s3cret"}
+
+
+def test_a_header_value_changed_by_a_reimport_is_stored_encrypted(imported):
+    doc = good_doc()
+    doc["vendors"][0]["redemptionConfigs"][0]["headers"] = {"Authorization": "Bearer n3w", "X-Key": "k3y"}
+    result = catalogue_import(document=doc)  # an update: bulk_update
+    assert result.counts["vendors.redemptionConfigs"].updated == 1
+    text, stored = raw_headers(7)
+    assert "n3w" not in text and "k3y" not in text and sorted(stored) == ["Authorization", "X-Key"]
+    assert cm.VendorRedemptionConfig.objects.get(pk=7).headers == {"Authorization": "Bearer n3w", "X-Key": "k3y"}
+
+
+def test_reimporting_the_same_header_values_rewrites_nothing(imported):
+    """Encryption is randomised: a value is compared decrypted, so the same file leaves the
+    stored token alone."""
+    before, _ = raw_headers(7)
+    assert (catalogue_import(document=good_doc()).changed, raw_headers(7)[0]) == (0, before)
+
+
+def test_masked_export_import_export_is_identical_and_keeps_the_stored_token(imported):
+    before, _ = raw_headers(7)
+    masked = jsonio.dumps(catalogue_export())
+    assert "s3cret" not in masked and "gAAAAA" not in masked  # neither the secret nor its ciphertext
+    result = catalogue_import(document=document_load(masked))
+    assert (result.created, result.changed) == (0, 0)
+    assert jsonio.dumps(catalogue_export()) == masked
+    assert raw_headers(7)[0] == before
+
+
+def test_a_header_value_no_key_decrypts_stops_an_export_with_secrets_only(imported, settings):
+    before, _ = raw_headers(7)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # not the key it was stored with
+    with pytest.raises(SecretUnreadableError, match=r"config 7: the value of header Authorization cannot be decrypted"):
+        catalogue_export(include_secrets=True)
+    with pytest.raises(CommandError, match="cannot be decrypted"):
+        call_command("export_catalogue", "--include-secrets")
+    masked = catalogue_export()  # names only: still fine
+    assert masked["vendors"][0]["redemptionConfigs"][0]["headers"] == {"Authorization": HEADER_MASK}
+    # A masked re-import keeps the stored (unreadable) token as it is ...
+    assert catalogue_import(document=document_load(jsonio.dumps(masked))).changed == 0
+    assert raw_headers(7)[0] == before
+    # ... and a file with the value stores it again under the current key.
+    catalogue_import(document=good_doc())
+    assert cm.VendorRedemptionConfig.objects.get(pk=7).headers == {"Authorization": "Bearer s3cret"}

@@ -2,6 +2,8 @@
 every failure mode, partial bulk results, crash recovery, concurrency."""
 
 import datetime
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -9,16 +11,21 @@ import textwrap
 from decimal import Decimal
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
 from catalogue import models as cm
+from catalogue.encryption import UnreadableSecret
 from catalogue.choices import PaymentMode, RedemptionType
 from issuance import ledger
 from issuance.fake_vendor import FakeVendor
 from issuance.models import IdempotencyRecord, IssuanceLine, IssuedUnit, LedgerEntry, LineStatus, PointsAccount
 from issuance.recovery import pending_lines_recover
+from issuance.vendors import vendor_call, vendor_status
 from tests import factories as f
 from tests.conftest import ISSUE_BULK, ISSUE_SINGLE
 
@@ -276,3 +283,104 @@ def test_admin_test_call_shows_the_answer_and_the_extraction(admin_client, brand
     if mode == "ok":
         assert "V-admin-test-" in text and "HTTP 200" in text
     assert vendor_server.calls[-1]["headers"]["X-Api-Key"] == "s3cret"
+
+
+# ---------------------------------------------------------------- header values encrypted at rest
+
+
+def raw_headers(config_id: int) -> str:
+    """The headers column as the database holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT headers FROM catalogue_vendorredemptionconfig WHERE id = %s", [config_id])
+        (raw,) = cursor.fetchone()
+    return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def fresh(config) -> cm.VendorRedemptionConfig:
+    return cm.VendorRedemptionConfig.objects.get(pk=config.pk)
+
+
+VARIABLES = {"reference": "enc-1", "mobile": "11223569865", "points": 10, "rewardId": 300}
+
+
+@pytest.mark.django_db
+def test_header_values_are_ciphertext_in_the_database_and_sent_in_clear(brand, vendor_server):
+    config = vendor_reward(brand, vendor_server, "ok").vendor_redemption
+    raw = raw_headers(config.pk)
+    assert "s3cret" not in raw
+    stored = json.loads(raw)
+    assert list(stored) == ["X-Api-Key"]  # the name stays readable
+    assert stored["X-Api-Key"].startswith("gAAAAA")  # a Fernet token
+    assert fresh(config).headers == {"X-Api-Key": "s3cret"}
+    answer = vendor_call(fresh(config), variables=VARIABLES)
+    assert answer.ok, answer.error
+    assert vendor_server.calls[-1]["headers"]["X-Api-Key"] == "s3cret"
+    # Every way of writing encrypts: update() too (bulk_create/bulk_update: tests/test_import_export.py).
+    cm.VendorRedemptionConfig.objects.filter(pk=config.pk).update(headers={"X-Api-Key": "upd4ted"})
+    assert "upd4ted" not in raw_headers(config.pk) and fresh(config).headers == {"X-Api-Key": "upd4ted"}
+
+
+@pytest.mark.django_db
+def test_key_rotation_old_key_second_still_decrypts_then_reencrypt_under_the_new_one(
+    settings, brand, vendor_server, capsys
+):
+    old_key = settings.FIELD_ENCRYPTION_KEYS[0]
+    config = vendor_reward(brand, vendor_server, "ok").vendor_redemption
+    new_key = Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [new_key, old_key]
+    assert fresh(config).headers == {"X-Api-Key": "s3cret"}
+    assert vendor_call(fresh(config), variables=VARIABLES).ok
+    assert vendor_server.calls[-1]["headers"]["X-Api-Key"] == "s3cret"
+    call_command("reencrypt_secrets")
+    assert "Re-encrypted the header values of 1 vendor redemption config(s)." in capsys.readouterr().out
+    token = json.loads(raw_headers(config.pk))["X-Api-Key"]
+    assert Fernet(new_key.encode()).decrypt(token.encode()) == b"s3cret"  # now under the new key
+    settings.FIELD_ENCRYPTION_KEYS = [new_key]  # the old key dropped
+    assert fresh(config).headers == {"X-Api-Key": "s3cret"}
+
+
+@pytest.mark.django_db
+def test_a_header_value_no_key_decrypts_fails_the_unit_cleanly_and_logs_no_secret(
+    settings, api, account, brand, vendor_server, caplog, admin_client
+):
+    reward = vendor_reward(brand, vendor_server, "ok")
+    config = reward.vendor_redemption
+    token = json.loads(raw_headers(config.pk))["X-Api-Key"]
+    good_keys = list(settings.FIELD_ENCRYPTION_KEYS)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the wrong key
+
+    loaded = fresh(config)  # reading the row does not fail ...
+    assert isinstance(loaded.headers["X-Api-Key"], UnreadableSecret)
+    assert "s3cret" not in repr(loaded.headers) and token not in repr(loaded.headers)
+    with caplog.at_level(logging.ERROR, logger="issuance.vendors"):
+        response = api.post(ISSUE_SINGLE.format(300), {"mobile": "11223569865"}, format="json")
+    # ... the unit fails as a vendor failure: 8003, nothing deducted, the vendor never called.
+    assert response.status_code == 422, response.content
+    assert response.json()["status"] == NOT_PRESENT
+    assert account_state(account) == (Decimal("100000"), Decimal("0"))
+    assert vendor_server.calls == []
+    line = IssuanceLine.objects.get()
+    assert line.status == LineStatus.FAILED and "X-Api-Key cannot be decrypted" in line.diagnostic
+    records = [r for r in caplog.records if r.name == "issuance.vendors"]
+    assert records and records[0].levelno == logging.ERROR
+    message = records[0].getMessage()
+    assert f"vendor redemption config {config.pk}" in message and "X-Api-Key" in message
+    assert "s3cret" not in caplog.text and token not in caplog.text
+    assert not vendor_status(loaded, variables=VARIABLES).ok  # recovery's look-up refuses it too
+    assert vendor_server.calls == []
+
+    # The admin names the header instead of failing; saving the config keeps the stored token.
+    page = admin_client.get(f"/admin/catalogue/vendorredemptionconfig/{config.pk}/change/")
+    assert page.status_code == 200
+    assert "header X-Api-Key cannot be decrypted with FIELD_ENCRYPTION_KEYS" in page.content.decode()
+    assert token not in page.content.decode()
+    listing = admin_client.get("/admin/catalogue/vendorredemptionconfig/").content.decode()
+    assert "cannot be decrypted with FIELD_ENCRYPTION_KEYS: X-Api-Key" in listing and token not in listing
+    loaded.name = "renamed"
+    loaded.save()
+    assert json.loads(raw_headers(config.pk))["X-Api-Key"] == token
+    with pytest.raises(CommandError, match=f"config {config.pk}: X-Api-Key"):
+        call_command("reencrypt_secrets")
+
+    settings.FIELD_ENCRYPTION_KEYS = good_keys  # the right key back: the value reads again
+    assert fresh(config).headers == {"X-Api-Key": "s3cret"}

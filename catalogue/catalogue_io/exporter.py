@@ -2,22 +2,31 @@
 
 The document is complete (every key written, defaults included) and canonical (lists in a
 fixed order, decimals in their shortest exact form), so export → import into an empty
-database → export gives the same bytes. Vendor header values are secrets: without
-``include_secrets`` each value is replaced by ``HEADER_MASK``, which the importer reads as
-"keep the stored value". Points accounts appear as their opening balance only; the live
-balance and the ledger are not catalogue data.
+database → export gives the same bytes. Vendor header values are secrets (stored encrypted,
+catalogue.encryption): without ``include_secrets`` each value is replaced by ``HEADER_MASK``,
+which the importer reads as "keep the stored value"; with it they are written decrypted, and a
+value the configured keys cannot decrypt stops the export (``SecretUnreadableError``). Points
+accounts appear as their opening balance only; the live balance and the ledger are not
+catalogue data.
 """
 
 from collections import defaultdict
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
 
 from catalogue import models as cm
+from catalogue.encryption import unreadable_names
 from issuance.models import PointsAccount
 
 from . import schema
 from .reader import FORMAT_VERSION, HEADER_MASK, SECTIONS
+
+
+class SecretUnreadableError(CommandError):
+    """``include_secrets`` and a stored header value that FIELD_ENCRYPTION_KEYS cannot decrypt.
+    (A CommandError, so ``export_catalogue`` prints the message, not a traceback.)"""
 
 
 def catalogue_export(*, org_ids: list[int] | None = None, include_secrets: bool = False) -> dict[str, Any]:
@@ -109,6 +118,12 @@ class _Exporter:
                 data = {"id": config.pk, **schema.fields_out(config, schema.VENDOR_CONFIG)}
                 if not self.include_secrets:
                     data["headers"] = dict.fromkeys(data["headers"], HEADER_MASK)
+                elif unreadable := unreadable_names(config.headers):
+                    raise SecretUnreadableError(
+                        f"vendor redemption config {config.pk}: the value of header {', '.join(unreadable)} "
+                        "cannot be decrypted with FIELD_ENCRYPTION_KEYS; export without --include-secrets "
+                        f"(values are then written as {HEADER_MASK!r}) or configure the key it was stored with"
+                    )
                 configs.append(data)
             out.append(
                 {

@@ -156,7 +156,7 @@ class _Reader:
                 if key.required:
                     self.error(f"{path}.{key.name}", "is required")
                     ok = False
-                else:
+                elif not key.kept_when_absent:
                     attrs[key.attr] = schema.default_of(model, key)
                 continue
             try:

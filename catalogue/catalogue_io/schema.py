@@ -45,6 +45,9 @@ class Key:
     attr: str  # model field name
     required: bool = False
     check: Check | None = None
+    # Absent from the file: a new row takes the model's default (e.g. now), an existing row
+    # keeps its stored value (instead of the default replacing it, as for other optional keys).
+    kept_when_absent: bool = False
 
 
 ORG = (
@@ -121,6 +124,7 @@ REWARD = (
     Key("enabled", "enabled"),
     Key("startTime", "start_time", required=True),
     Key("endTime", "end_time", required=True),
+    Key("createdAt", "created_at", kept_when_absent=True),
     Key("priority", "priority"),
     Key("rank", "rank"),
     Key("intouchPoints", "intouch_points", check=at_least(0)),

@@ -16,6 +16,40 @@ DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
+
+def fernet_keys(raw: str) -> list[str]:
+    """FIELD_ENCRYPTION_KEYS: comma-separated Fernet keys (32 url-safe base64 bytes each, as
+    ``Fernet.generate_key()`` makes them). The first encrypts, every one decrypts."""
+    from cryptography.fernet import Fernet
+    from django.core.exceptions import ImproperlyConfigured
+
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"FIELD_ENCRYPTION_KEYS: key {position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+    return keys
+
+
+def _fernet_key_from(secret: str) -> str:
+    """Development and tests: a key derived from SECRET_KEY (changing SECRET_KEY then makes the
+    values stored under it unreadable). production.py requires FIELD_ENCRYPTION_KEYS instead."""
+    import base64
+    import hashlib
+    import hmac
+
+    digest = hmac.new(secret.encode(), b"rewards_site FIELD_ENCRYPTION_KEYS v1", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+# Secrets stored in the database (vendor request header values) are encrypted with these keys
+# (catalogue/encryption.py, docs/hardening.md "Secrets at rest"); rotation: put the new key
+# first, run `manage.py reencrypt_secrets`, then drop the old key.
+FIELD_ENCRYPTION_KEYS = fernet_keys(env.str("FIELD_ENCRYPTION_KEYS", default="")) or [_fernet_key_from(SECRET_KEY)]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import env, fernet_keys
 
 DEBUG = env.bool("DEBUG", default=False)
 if DEBUG:
@@ -12,6 +12,14 @@ if DEBUG:
 SECRET_KEY = env.str("SECRET_KEY")  # no default: ImproperlyConfigured when absent
 if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only"):
     raise ImproperlyConfigured("SECRET_KEY must be a long random value in production")
+
+# Vendor header values are encrypted at rest with these (docs/hardening.md): never derived here.
+FIELD_ENCRYPTION_KEYS = fernet_keys(env.str("FIELD_ENCRYPTION_KEYS", default=""))
+if not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEYS must be set in production: comma-separated Fernet keys, the first encrypts "
+        '(python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 ALLOW_DEMO_DATA = False
