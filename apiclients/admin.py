@@ -70,6 +70,7 @@ admin.site.unregister(AccessToken)
 class ApplicationAdmin(OrgScopedMixin, dot_admin.ApplicationAdmin):
     org_path = "api_client__till__org"
     list_select_related = ("user",)
+    ordering = ("id",)  # the toolkit's model has no default order; autocomplete pages need one
 
 
 @admin.register(AccessToken)
