@@ -109,7 +109,6 @@ def load(scale: int) -> dict:
     from apiclients.services import api_client_create
     from bench import list_rewards
     from catalogue import models as cm
-    from catalogue.choices import PaymentMode, RedemptionType
     from issuance import models as im
 
     started = time.perf_counter()
@@ -134,13 +133,7 @@ def load(scale: int) -> dict:
     list_rewards.reset_sequences(im.PointsAccount)
 
     def coupon_reward(name: str, series: cm.CouponSeries) -> cm.Reward:
-        reward = cm.Reward.objects.create(
-            org=org, brand=brand, name=name, redemption_type=RedemptionType.INTOUCH_REWARD, enabled=True,
-            start_time=now - datetime.timedelta(days=1), end_time=now + datetime.timedelta(days=3650),
-            intouch_points=REWARD_POINTS, coupon_series=series,
-        )
-        cm.PaymentConfig.objects.create(reward=reward, mode=PaymentMode.POINTS, points=REWARD_POINTS)
-        return reward
+        return bench_coupon_reward(org=org, brand=brand, name=name, series=series, points=REWARD_POINTS, now=now)
 
     pools = []
     for name in ("single", "bulk"):
@@ -169,6 +162,21 @@ def load(scale: int) -> dict:
         "client_secret": secret,
         "seconds": round(time.perf_counter() - started),
     }
+
+
+def bench_coupon_reward(*, org, brand, name: str, series, points: Decimal, now):
+    """A live INTOUCH_REWARD on a coupon pool, priced ``points`` by one POINTS config (the
+    shape every issue scenario takes; bench/issue_cpu.py uses it too). Needs Django set up."""
+    from catalogue import models as cm
+    from catalogue.choices import PaymentMode, RedemptionType
+
+    reward = cm.Reward.objects.create(
+        org=org, brand=brand, name=name, redemption_type=RedemptionType.INTOUCH_REWARD, enabled=True,
+        start_time=now - datetime.timedelta(days=1), end_time=now + datetime.timedelta(days=3650),
+        intouch_points=points, coupon_series=series,
+    )
+    cm.PaymentConfig.objects.create(reward=reward, mode=PaymentMode.POINTS, points=points)
+    return reward
 
 
 def drain(url: str, facts: dict, fraction: float) -> None:

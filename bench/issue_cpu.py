@@ -45,7 +45,7 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 60)
 os.environ["BENCH_VIEWS"] = "1"
 
-from bench.http_bench import Server, postmaster_pid, tree_cpu_seconds  # noqa: E402
+from bench.http_bench import Server, bench_coupon_reward, postmaster_pid, tree_cpu_seconds  # noqa: E402
 
 DB_NAME = "issue_cpu"
 CUSTOMERS = 200
@@ -69,7 +69,6 @@ def load() -> dict:
 
     from apiclients.services import api_client_create
     from catalogue import models as cm
-    from catalogue.choices import PaymentMode, RedemptionType
     from issuance import models as im
     from issuance.groups import API_GROUP
 
@@ -93,13 +92,7 @@ def load() -> dict:
     )
 
     def coupon_reward(name: str, series) -> cm.Reward:
-        reward = cm.Reward.objects.create(
-            org=org, brand=brand, name=name, redemption_type=RedemptionType.INTOUCH_REWARD, enabled=True,
-            start_time=now - datetime.timedelta(days=1), end_time=now + datetime.timedelta(days=3650),
-            intouch_points=POINTS, coupon_series=series,
-        )
-        cm.PaymentConfig.objects.create(reward=reward, mode=PaymentMode.POINTS, points=POINTS)
-        return reward
+        return bench_coupon_reward(org=org, brand=brand, name=name, series=series, points=POINTS, now=now)
 
     pools = []
     for name in ("single", "bulk"):

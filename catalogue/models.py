@@ -589,14 +589,10 @@ class Reward(models.Model):
             raise ValidationError({"end_time": "must be after the start time"})
 
 
-class RewardSegmentTarget(models.Model):
-    reward = models.ForeignKey(Reward, on_delete=models.CASCADE, related_name="segment_targets")
-    partition = models.ForeignKey(Partition, on_delete=models.CASCADE, related_name="reward_targets")
+class RewardListingSource:
+    """A row a reward's listing cache is derived from (it has ``reward_id``): saving or
+    deleting it refreshes that reward's cache in the same transaction."""
 
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["reward", "partition"], name="reward_segment_target_unique")]
-
-    # Reward.targeting follows the rows (the reward's listing cache).
     def save(self, **kwargs):
         with _write_transaction(self, kwargs.get("using")) as using:
             super().save(**kwargs)
@@ -608,6 +604,16 @@ class RewardSegmentTarget(models.Model):
             deleted = super().delete(**kwargs)
             _listing_refresh([reward_id], using=using)
         return deleted
+
+
+class RewardSegmentTarget(RewardListingSource, models.Model):
+    # Reward.targeting follows these rows.
+    reward = models.ForeignKey(Reward, on_delete=models.CASCADE, related_name="segment_targets")
+    partition = models.ForeignKey(Partition, on_delete=models.CASCADE, related_name="reward_targets")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["reward", "partition"], name="reward_segment_target_unique")]
+
 
 
 class RewardMedia(models.Model):
@@ -645,9 +651,10 @@ class RewardLanguageContent(models.Model):
         ]
 
 
-class PaymentConfig(models.Model):
+class PaymentConfig(RewardListingSource, models.Model):
     """How a reward is paid for (R5). The cross-row rules (at most 5, FREE/CONV_RATIO
-    alone, CONV_RATIO only for some types) live in catalogue.validation."""
+    alone, CONV_RATIO only for some types) live in catalogue.validation. Reward.list_points
+    / list_cash follow these rows (RewardListingSource)."""
 
     reward = models.ForeignKey(Reward, on_delete=models.CASCADE, related_name="payment_configs")
     mode = models.CharField(max_length=16, choices=choices.PaymentMode.choices)
@@ -676,19 +683,6 @@ class PaymentConfig(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} #{self.pk}"
-
-    # Reward.list_points / list_cash follow the configs (the reward's listing cache).
-    def save(self, **kwargs):
-        with _write_transaction(self, kwargs.get("using")) as using:
-            super().save(**kwargs)
-            _listing_refresh([self.reward_id], using=using)
-
-    def delete(self, **kwargs):
-        reward_id = self.reward_id
-        with _write_transaction(self, kwargs.get("using")) as using:
-            deleted = super().delete(**kwargs)
-            _listing_refresh([reward_id], using=using)
-        return deleted
 
 
 class RewardConstraint(models.Model):
