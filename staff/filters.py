@@ -46,6 +46,15 @@ def org_time_zones(orgs) -> dict[str, list]:
     return dict(zones)
 
 
+def local_time(value: datetime.datetime, zone) -> str:
+    """``value`` (an aware datetime; the database keeps UTC) as a time of ``zone`` with the
+    zone's abbreviation, e.g. ``2026-03-10 23:30 PDT``. ``zone``: a time zone name, a tzinfo
+    or anything with a ``time_zone`` (an ``Organisation``); empty means UTC."""
+    zone = getattr(zone, "time_zone", zone) or "UTC"
+    tz = zoneinfo.ZoneInfo(zone) if isinstance(zone, str) else zone
+    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
 def local_midnight(day: datetime.date, tz_name: str) -> datetime.datetime:
     """The start of ``day`` in ``tz_name``, as an aware datetime (compared in UTC by the database)."""
     return datetime.datetime.combine(day, datetime.time(0), zoneinfo.ZoneInfo(tz_name))

@@ -21,6 +21,7 @@ from issuance.models import Channel
 from issuance.pricing import PaymentRequest, price
 from issuance.services import BULK, IssueItem, IssueRequest, rewards_issue
 
+from .filters import local_time
 from .selectors import target_names
 from .services import customer_identifiers
 
@@ -46,16 +47,12 @@ class RewardOption:
         return not self.reasons
 
 
-def _when(value: datetime.datetime, tz) -> str:
-    return timezone.localtime(value, tz).strftime("%Y-%m-%d %H:%M %Z")
-
-
 def _not_live(reward: Reward, now, tz) -> str:
     if not reward.enabled:
         return "Disabled in the catalogue"
     if reward.start_time > now:
-        return f"Not started yet: starts {_when(reward.start_time, tz)}"
-    return f"Ended on {_when(reward.end_time, tz)}"
+        return f"Not started yet: starts {local_time(reward.start_time, tz)}"
+    return f"Ended on {local_time(reward.end_time, tz)}"
 
 
 def _limit_sentence(limit: dict, tz) -> str:
@@ -71,7 +68,7 @@ def _limit_sentence(limit: dict, tz) -> str:
     )
     if limit["resetsAt"]:
         resets = datetime.datetime.fromisoformat(limit["resetsAt"].replace("Z", "+00:00"))
-        return f"{text}; resets {_when(resets, tz)}"
+        return f"{text}; resets {local_time(resets, tz)}"
     if limit["frequencyType"] == "NO_LIMIT":
         return f"{text}; a lifetime limit, it never resets"
     return f"{text}; a rolling window: room comes back as earlier issues age out of it"

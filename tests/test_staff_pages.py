@@ -8,6 +8,7 @@ import html
 import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group
@@ -877,6 +878,75 @@ def test_history_cuts_each_orgs_lines_at_its_own_midnight(w, django_assert_max_n
     assert "2026-03-10 23:30 PDT" in page and "2026-03-11 01:00 IST" in page
     # Another org's staff, in UTC, see none of it whatever the day.
     assert _history(client_for(w.other_staff), created_from="2026-03-10", created_to="2026-03-11")[0] == set()
+
+
+LATE_IN_LA = datetime.datetime(2026, 3, 11, 6, 30, tzinfo=datetime.UTC)  # 23:30 PDT on the 10th
+
+
+def _in_los_angeles(w: World) -> None:
+    cm.Organisation.objects.filter(pk__in=[w.org.pk, w.child.pk]).update(time_zone="America/Los_Angeles")
+
+
+def _shows_late_on_the_10th(page: str, *, times: int = 1) -> None:
+    """The time is the org's, with its zone, and the UTC instant is only in ``datetime``."""
+    local = '<time datetime="2026-03-11T06:30:00+00:00">2026-03-10 23:30 PDT</time>'
+    assert page.count(local) >= times, page
+    assert "06:30" not in page.replace('datetime="2026-03-11T06:30:00+00:00"', "")
+
+
+def test_issuance_detail_shows_times_in_the_orgs_time_zone(w):
+    _in_los_angeles(w)
+    line = issue_direct(w, quantity=1)
+    fulfillment = services.line_fulfillment_change(
+        actor=w.staff, line_id=line.pk, org_ids={w.org.pk}, status_id=w.statuses[0].pk, note=""
+    )
+    im.Issuance.objects.filter(pk=line.issuance_id).update(created_at=LATE_IN_LA)
+    im.FulfillmentChange.objects.filter(pk=fulfillment.pk).update(created_at=LATE_IN_LA)
+    im.IssuedUnit.objects.filter(line=line).update(code_expiry=LATE_IN_LA)
+    page = client_for(w.staff).get(reverse("staff:issuance", args=[line.issuance_id])).content.decode()
+    _shows_late_on_the_10th(page, times=3)  # when, the coupon's expiry, the fulfillment change
+
+
+def test_customer_page_shows_times_in_the_orgs_time_zone(w):
+    _in_los_angeles(w)
+    line = _line_at(w.customer, LATE_IN_LA)
+    with mock.patch("django.utils.timezone.now", return_value=LATE_IN_LA):  # the ledger is append-only
+        im.LedgerEntry.objects.create(
+            account=w.account, kind="CREDIT", amount=1, balance_after=5001, reference_id="tz-credit", reason="tz"
+        )
+    cm.Customer.objects.filter(pk=w.customer.pk).update(created_at=LATE_IN_LA)
+    page = client_for(w.staff).get(reverse("staff:customer", args=[w.customer.pk])).content.decode()
+    assert f"#line-{line.pk}" in page
+    _shows_late_on_the_10th(page, times=3)  # customer since, the recent line, the ledger
+
+
+def test_approval_pages_show_times_in_the_orgs_time_zone(w):
+    _in_los_angeles(w)
+    gr = pending_request(w)
+    GoodwillRequest.objects.filter(pk=gr.pk).update(created_at=LATE_IN_LA)
+    client = client_for(w.approver)
+    _shows_late_on_the_10th(client.get(reverse("staff:approvals")).content.decode())
+    _shows_late_on_the_10th(client.get(reverse("staff:goodwill_request", args=[gr.pk])).content.decode())
+
+
+def test_bulk_pages_show_times_in_the_orgs_time_zone(w):
+    _in_los_angeles(w)
+    job = bulk_job(w, 1)
+    BulkJob.objects.filter(pk=job.pk).update(created_at=LATE_IN_LA)
+    client = client_for(w.staff)
+    _shows_late_on_the_10th(client.get(reverse("staff:bulk_job", args=[job.pk])).content.decode())
+    _shows_late_on_the_10th(client.get(reverse("staff:bulk")).content.decode())
+    # Winter: Pacific Standard Time.
+    BulkJob.objects.filter(pk=job.pk).update(created_at=datetime.datetime(2026, 1, 11, 7, 30, tzinfo=datetime.UTC))
+    assert "2026-01-10 23:30 PST</time>" in client.get(reverse("staff:bulk_job", args=[job.pk])).content.decode()
+
+
+def test_request_id_look_up_shows_times_in_the_orgs_time_zone(w):
+    _in_los_angeles(w)
+    line = issue_direct(w)
+    im.IdempotencyRecord.objects.filter(line=line).update(created_at=LATE_IN_LA, updated_at=LATE_IN_LA)
+    page = client_for(w.staff).get(reverse("staff:request_ids"), {"requestId": line.request_id}).content.decode()
+    _shows_late_on_the_10th(page, times=2)
 
 
 def test_issuance_detail_shows_units_ledger_and_fulfillment_history(w, django_assert_max_num_queries):
