@@ -94,6 +94,11 @@ class GoodwillOrder:
         )
 
 
+# What a GoodwillRequest keeps of the order it waits to approve (not the validation code: an
+# approved request is issued by the approver, without one).
+_STORED_ORDER_FIELDS = ("customer", "reward", "till", "quantity", "reason", "payment_config_id", "redemption_value")
+
+
 def _engine_request(
     order: GoodwillOrder, *, actor, request_id: str | None, dry_run: bool, channel: str = Channel.STAFF
 ) -> IssueRequest:
@@ -193,15 +198,9 @@ def goodwill_submit(*, actor, order: GoodwillOrder, token: str) -> Submitted:
                 request = GoodwillRequest.objects.create(
                     org=order.customer.org,
                     requester=actor,
-                    customer=order.customer,
-                    reward=order.reward,
-                    till=order.till,
-                    quantity=order.quantity,
-                    payment_config_id=order.payment_config_id,
-                    redemption_value=order.redemption_value,
-                    reason=order.reason,
                     points_quoted=quote.points,
                     submit_token=token,
+                    **{name: getattr(order, name) for name in _STORED_ORDER_FIELDS},
                 )
         except IntegrityError:
             request = GoodwillRequest.objects.get(submit_token=token)
@@ -212,15 +211,7 @@ def goodwill_submit(*, actor, order: GoodwillOrder, token: str) -> Submitted:
 
 
 def _order_of(request: GoodwillRequest) -> GoodwillOrder:
-    return GoodwillOrder(
-        customer=request.customer,
-        reward=request.reward,
-        till=request.till,
-        quantity=request.quantity,
-        reason=request.reason,
-        payment_config_id=request.payment_config_id,
-        redemption_value=request.redemption_value,
-    )
+    return GoodwillOrder(**{name: getattr(request, name) for name in _STORED_ORDER_FIELDS})
 
 
 def goodwill_request_get(*, pk: int, org_ids) -> GoodwillRequest:
