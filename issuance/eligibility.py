@@ -15,8 +15,16 @@ from dataclasses import dataclass
 
 from django.db.models import F, Q, Value
 
-from catalogue.choices import CardStatus, MembershipStatus
-from catalogue.models import Card, Customer, CustomerLabel, ProgramMembership, Reward, RewardSegmentTarget, SegmentMembership
+from catalogue.choices import CardStatus, MembershipStatus, TargetingKind
+from catalogue.models import (
+    TARGETING_LINKS,
+    Card,
+    Customer,
+    CustomerLabel,
+    ProgramMembership,
+    Reward,
+    SegmentMembership,
+)
 
 from .errors import ErrorCode, IssuanceError
 
@@ -34,17 +42,22 @@ class CustomerFacts:
 @dataclass(frozen=True)
 class Targeting:
     kind: str
-    through: type  # the reward → target link table
-    target_field: str  # its column naming the target
+    code: str  # its TargetingKind: Reward.targeting of a reward targeted this way
+    target_field: str  # the link table's column naming the target
     facts_attr: str
     error: ErrorCode
 
+    @property
+    def through(self) -> type:
+        """The reward → target link table (catalogue.models.TARGETING_LINKS)."""
+        return TARGETING_LINKS[self.code]
+
 
 TARGETINGS = (
-    Targeting("segments", RewardSegmentTarget, "partition_id", "partitions", ErrorCode.NOT_IN_SEGMENT),
-    Targeting("card series", Reward.card_series.through, "cardseries_id", "card_series", ErrorCode.NO_VALID_CARD),
-    Targeting("labels", Reward.labels.through, "label_id", "labels", ErrorCode.NO_VALID_LABEL),
-    Targeting("tiers", Reward.target_tiers.through, "tier_id", "tiers", ErrorCode.TIER_NOT_ELIGIBLE),
+    Targeting("segments", TargetingKind.SEGMENTS, "partition_id", "partitions", ErrorCode.NOT_IN_SEGMENT),
+    Targeting("card series", TargetingKind.CARD_SERIES, "cardseries_id", "card_series", ErrorCode.NO_VALID_CARD),
+    Targeting("labels", TargetingKind.LABELS, "label_id", "labels", ErrorCode.NO_VALID_LABEL),
+    Targeting("tiers", TargetingKind.TIERS, "tier_id", "tiers", ErrorCode.TIER_NOT_ELIGIBLE),
 )
 
 
@@ -144,10 +157,6 @@ def eligible_rewards_q(facts: CustomerFacts) -> Q:
     prices a correlated EXISTS under OR as if it ran per row, ~100× too high, and then picks
     index scans that filter the fewest rows instead of the covering index the count needs
     (docs/performance.md, "List API")."""
-    from catalogue.choices import TargetingKind
-    from catalogue.models import TARGETING_LINKS
-
-    kind_of = {through: kind for kind, through in TARGETING_LINKS.items()}
     condition = Q(targeting=TargetingKind.NONE)
     every_kind = Q()
     for targeting in TARGETINGS:
@@ -155,7 +164,7 @@ def eligible_rewards_q(facts: CustomerFacts) -> Q:
         links = targeting.through.objects.values("reward_id")
         if held_ids:
             held = links.filter(**{f"{targeting.target_field}__in": held_ids})
-            condition |= Q(targeting=kind_of[targeting.through], pk__in=held)
+            condition |= Q(targeting=targeting.code, pk__in=held)
             every_kind &= ~Q(pk__in=links) | Q(pk__in=held)
         else:
             every_kind &= ~Q(pk__in=links)
