@@ -574,8 +574,9 @@ class Reward(models.Model):
         return f"{self.pk} {self.name}"
 
     def save(self, **kwargs):
-        """Saving a new reward or its ``intouch_points`` (the price of a reward without
-        payment configs) refreshes its listing cache, in the same transaction."""
+        """A save that may write ``intouch_points`` (the price of a reward without payment
+        configs) — any full save, or ``update_fields`` naming it — refreshes the reward's
+        listing cache, in the same transaction."""
         update_fields = kwargs.get("update_fields")
         with _write_transaction(self, kwargs.get("using")) as using:
             super().save(**kwargs)
