@@ -196,3 +196,35 @@ class IssuanceLineFactory(factory.django.DjangoModelFactory):
     requested_quantity = 1
     quantity = 1
     status = im.LineStatus.ISSUED
+
+
+# The bulk page's segment tables (R6), verbatim: which partitions each reward targets and
+# each user belongs to. Served to the engine's tests and the list's by ``segment_tables``.
+PAGE_SEGMENT_TARGETS = {
+    "r1": [("s1", "p1"), ("s2", "p2")],
+    "r2": [("s1", "p2"), ("s2", "p1")],
+    "r3": [("s1", "p1"), ("s3", "p1")],
+    "r4": [],
+}
+PAGE_SEGMENT_MEMBERS = {"user1": [("s2", "p1"), ("s3", "p2")], "user2": [("s1", "p1")], "user3": []}
+
+
+def segment_tables(org, *, make_reward, make_customer):
+    """The page's segments s1–s3 (partitions p1, p2), rewards r1–r4 targeting them and
+    customers user1–user3 in them. ``make_reward(index, name)`` and ``make_customer(index)``
+    build the rows the caller needs. Returns ({reward name: reward}, {user name: customer})."""
+    parts = {}
+    for s in ("s1", "s2", "s3"):
+        segment = SegmentFactory(org=org, name=s)
+        for p in ("p1", "p2"):
+            parts[(s, p)] = PartitionFactory(segment=segment, name=p)
+    rewards, users = {}, {}
+    for index, (name, pairs) in enumerate(PAGE_SEGMENT_TARGETS.items()):
+        rewards[name] = make_reward(index, name)
+        for pair in pairs:
+            cm.RewardSegmentTarget.objects.create(reward=rewards[name], partition=parts[pair])
+    for index, (name, pairs) in enumerate(PAGE_SEGMENT_MEMBERS.items()):
+        users[name] = make_customer(index)
+        for pair in pairs:
+            cm.SegmentMembership.objects.create(customer=users[name], partition=parts[pair])
+    return rewards, users

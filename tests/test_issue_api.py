@@ -47,31 +47,11 @@ def free_reward(brand, pk, **kwargs):
 @pytest.fixture
 def segment_world(org, brand, api):
     """The bulk page's tables: r1–r4 targets and user1–user3 memberships."""
-    parts = {}
-    for s in ("s1", "s2", "s3"):
-        segment = f.SegmentFactory(org=org, name=s)
-        for p in ("p1", "p2"):
-            parts[(s, p)] = f.PartitionFactory(segment=segment, name=p)
-    targets = {
-        "r1": [("s1", "p1"), ("s2", "p2")],
-        "r2": [("s1", "p2"), ("s2", "p1")],
-        "r3": [("s1", "p1"), ("s3", "p1")],
-        "r4": [],
-    }
-    rewards = {}
-    for index, (name, pairs) in enumerate(targets.items()):
-        reward = free_reward(brand, 9001 + index, name=name)
-        for pair in pairs:
-            cm.RewardSegmentTarget.objects.create(reward=reward, partition=parts[pair])
-        rewards[name] = reward
-    members = {"user1": [("s2", "p1"), ("s3", "p2")], "user2": [("s1", "p1")], "user3": []}
-    users = {}
-    for index, (name, pairs) in enumerate(members.items()):
-        customer = f.CustomerFactory(org=org, mobile=f"9000000000{index + 1}")
-        for pair in pairs:
-            cm.SegmentMembership.objects.create(customer=customer, partition=parts[pair])
-        users[name] = customer
-    return rewards, users
+    return f.segment_tables(
+        org,
+        make_reward=lambda index, name: free_reward(brand, 9001 + index, name=name),
+        make_customer=lambda index: f.CustomerFactory(org=org, mobile=f"9000000000{index + 1}"),
+    )
 
 
 @pytest.mark.parametrize(

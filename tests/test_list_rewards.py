@@ -417,29 +417,8 @@ def test_page_zero_cut_by_the_ceiling_tells_the_truth(api, customer, seven, sett
 @pytest.fixture
 def segment_world(org, brand):
     """The bulk page's tables, verbatim: r1–r4 targets and user1–user3 memberships."""
-    parts = {}
-    for s in ("s1", "s2", "s3"):
-        segment = f.SegmentFactory(org=org, name=s)
-        for p in ("p1", "p2"):
-            parts[(s, p)] = f.PartitionFactory(segment=segment, name=p)
-    targets = {
-        "r1": [("s1", "p1"), ("s2", "p2")],
-        "r2": [("s1", "p2"), ("s2", "p1")],
-        "r3": [("s1", "p1"), ("s3", "p1")],
-        "r4": [],
-    }
-    rewards = {}
-    for name, pairs in targets.items():
-        rewards[name] = reward(brand, name=name)
-        for pair in pairs:
-            cm.RewardSegmentTarget.objects.create(reward=rewards[name], partition=parts[pair])
-    members = {"user1": [("s2", "p1"), ("s3", "p2")], "user2": [("s1", "p1")], "user3": []}
-    users = {}
-    for name, pairs in members.items():
-        users[name] = f.CustomerFactory(org=org)
-        for pair in pairs:
-            cm.SegmentMembership.objects.create(customer=users[name], partition=parts[pair])
-    return rewards, users
+    return f.segment_tables(org, make_reward=lambda index, name: reward(brand, name=name),
+                            make_customer=lambda index: f.CustomerFactory(org=org))
 
 
 @pytest.mark.parametrize(
