@@ -463,3 +463,28 @@ def test_health_is_503_when_the_database_is_unreachable():
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["health"] == [503, {"status": "unavailable", "database": "unavailable"}, "2"]
     assert out["api"][0] == 503 and out["api"][1]["status"]["code"] == 503
+
+
+# ---------------------------------------------------------------- database session options
+
+
+@pytest.mark.parametrize(
+    ("engine", "given", "switch", "expected"),
+    [
+        ("django.db.backends.postgresql", None, None, "-c jit=off"),
+        ("django.db.backends.postgresql", "-c statement_timeout=5000", None, "-c statement_timeout=5000 -c jit=off"),
+        ("django.db.backends.postgresql", "-c jit=on", None, "-c jit=on"),  # the URL's own choice wins
+        ("django.db.backends.postgresql", None, "false", None),  # behind PgBouncer: ALTER ROLE instead
+        ("django.db.backends.sqlite3", None, None, None),
+    ],
+)
+def test_postgresql_sessions_start_with_jit_off_unless_told_otherwise(monkeypatch, engine, given, switch, expected):
+    from rewards_site.settings.base import _postgresql_options
+
+    if switch is None:
+        monkeypatch.delenv("DATABASE_JIT_OFF_OPTION", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_JIT_OFF_OPTION", switch)
+    db = {"ENGINE": engine, "OPTIONS": {"options": given} if given else {}}
+    _postgresql_options(db)
+    assert db["OPTIONS"].get("options") == expected
