@@ -9,12 +9,15 @@ parameters (``status=LIVE&status=ENDED``). The semantics are written down in
 docs/list-api.md.
 """
 
+import dataclasses
 import datetime
 import functools
+import operator
 import zoneinfo
 from decimal import Decimal, InvalidOperation
 
 import django_filters
+from django_filters.constants import EMPTY_VALUES
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, F, OuterRef, Q
@@ -158,6 +161,47 @@ class RewardFilterForm(forms.Form):
         return data
 
 
+# ---------------------------------------------------------------- conditions on the time
+
+TIME_COLUMNS = ("start_time", "end_time", "created_at")
+TIME_FILTERS = ("includeExpired", "status", "createdOnDaysAgo")  # the filters stated as TimeCondition
+COMPARISONS = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeCondition:
+    """A condition on a reward's times: any of ``alternatives``, each all of its terms
+    ``(column, comparison, instant)``. One statement of a time filter, read two ways: as a
+    Q (``q``) and as the same comparisons on columns of instants (``holds``, which
+    catalogue.list_index evaluates over arrays)."""
+
+    alternatives: tuple[tuple[tuple[str, str, datetime.datetime], ...], ...]
+
+    @classmethod
+    def of(cls, *alternatives) -> "TimeCondition":
+        for terms in alternatives:
+            for column, comparison, _ in terms:
+                assert column in TIME_COLUMNS and comparison in COMPARISONS, (column, comparison)
+        return cls(tuple(tuple(terms) for terms in alternatives))
+
+    def q(self) -> Q:
+        condition = Q(pk__in=[])  # no alternative: nothing passes
+        for terms in self.alternatives:
+            condition |= Q(**{f"{column}__{comparison}": instant for column, comparison, instant in terms})
+        return condition
+
+    def holds(self, columns, instant_of):
+        """``columns[column]`` compared with ``instant_of(instant)`` term by term: with scalars
+        a bool, with numpy arrays a boolean array."""
+        result = False
+        for terms in self.alternatives:
+            every = True
+            for column, comparison, instant in terms:
+                every = every & COMPARISONS[comparison](columns[column], instant_of(instant))
+            result = result | every
+        return result
+
+
 # ---------------------------------------------------------------- the FilterSet
 
 
@@ -204,7 +248,8 @@ class RewardFilterSet(django_filters.FilterSet):
         fields: list[str] = []
         form = RewardFilterForm
 
-    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, now=None, time_zone="UTC"):
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, now=None, time_zone="UTC",
+                 defer_time=False):
         if data is not None:
             data = data.copy()
             for name, value in self.defaults.items():
@@ -214,14 +259,39 @@ class RewardFilterSet(django_filters.FilterSet):
         super().__init__(data, queryset, request=request, prefix=prefix)
         self.now = now or timezone.now()
         self.time_zone = time_zone
+        self.defer_time = defer_time
+        self.time_conditions: list[TimeCondition] = []
 
     # Filters run in declaration order; every one narrows with AND.
+    #
+    # The three filters that depend on the time (includeExpired, status, createdOnDaysAgo) state
+    # their condition as data (``TimeCondition``), applied here as a Q; with ``defer_time`` they
+    # only collect it in ``time_conditions`` for catalogue.list_index, which applies the same
+    # conditions to its in-memory index of a brand's rewards.
+
+    def collect_time_conditions(self) -> list["TimeCondition"]:
+        """With ``defer_time``: the time filters' conditions for the validated parameters,
+        without filtering anything (as ``filter_queryset`` would collect them)."""
+        assert self.defer_time
+        self.time_conditions = []
+        data = self.form.cleaned_data
+        for name in TIME_FILTERS:
+            value = data.get(name)
+            if value not in EMPTY_VALUES:
+                getattr(self, self.filters[name].method)(None, name, value)
+        return self.time_conditions
+
+    def _time(self, queryset, condition: "TimeCondition"):
+        if self.defer_time:
+            self.time_conditions.append(condition)
+            return queryset
+        return queryset.filter(condition.q())
 
     def filter_include_expired(self, queryset, name, value):
         # Asking for status=ENDED explicitly shows ended rewards without includeExpired=true.
         if value or "ENDED" in (self.form.cleaned_data.get("status") or ()):
             return queryset
-        return queryset.filter(end_time__gt=self.now)
+        return self._time(queryset, TimeCondition.of([("end_time", "gt", self.now)]))
 
     def filter_group_name(self, queryset, name, value):
         links = Reward.groups.through.objects.filter(reward_id=OuterRef("pk"), rewardgroup__name__in=value)
@@ -248,20 +318,18 @@ class RewardFilterSet(django_filters.FilterSet):
     def filter_status(self, queryset, name, value):
         now = self.now
         by_status = {
-            "LIVE": Q(start_time__lte=now, end_time__gt=now),
-            "UPCOMING": Q(start_time__gt=now),
-            "ENDED": Q(end_time__lte=now),
+            "LIVE": [("start_time", "lte", now), ("end_time", "gt", now)],
+            "UPCOMING": [("start_time", "gt", now)],
+            "ENDED": [("end_time", "lte", now)],
         }
-        condition = Q()
-        for status in value:
-            condition |= by_status[status]
-        return queryset.filter(condition)
+        return self._time(queryset, TimeCondition.of(*(by_status[status] for status in value)))
 
     def filter_created_on_days_ago(self, queryset, name, value):
         """Created on or before the day ``value`` days before today (the org's calendar)."""
         tz = zoneinfo.ZoneInfo(self.time_zone)
         day_after = self.now.astimezone(tz).date() - datetime.timedelta(days=value - 1)
-        return queryset.filter(created_at__lt=datetime.datetime.combine(day_after, datetime.time(0), tz))
+        cutoff = datetime.datetime.combine(day_after, datetime.time(0), tz)
+        return self._time(queryset, TimeCondition.of([("created_at", "lt", cutoff)]))
 
     def sort_param(self, queryset, name, value):
         return queryset  # applied by sort(), after every filter

@@ -795,3 +795,41 @@ def _listing_refresh(reward_ids, *, using: str) -> None:
     from .services import reward_listing_refresh  # services import the models
 
     reward_listing_refresh(reward_ids=reward_ids, using=using)
+
+
+class CatalogueVersion(models.Model):
+    """One row (id 1): a number that changes with every statement that writes a table the
+    list API shows (``LIST_TABLES``), so that catalogue.list_index can keep what it built
+    for as long as the number stays. On PostgreSQL a statement trigger on each of those
+    tables sets it from a sequence, before the statement runs (migration 0005): the number
+    commits with the write, is never reused after a rollback, and the first catalogue write
+    of a transaction locks this row before any row of the catalogue (so catalogue writers
+    queue here rather than deadlock). Not maintained on SQLite, where the list index is off."""
+
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "catalogue version"
+
+
+# The tables whose rows the list API shows or filters on: a write to any of them changes
+# CatalogueVersion (their triggers: migration 0005; tests/test_list_index.py checks the two agree).
+LIST_TABLES = (
+    Reward,
+    Reward.categories.through,
+    Reward.groups.through,
+    Reward.card_series.through,
+    Reward.labels.through,
+    Reward.target_tiers.through,
+    RewardSegmentTarget,
+    RewardMedia,
+    RewardLanguageContent,
+    PaymentConfig,
+    RewardConstraint,
+    Category,
+    RewardGroup,
+    Label,
+    CardSeries,
+    Tier,
+    Brand,
+)

@@ -91,7 +91,12 @@ def reward_listing_refresh(
     link only takes a key-share lock, so writers are not held up): under READ COMMITTED the
     UPDATE then reads the configs and links of every concurrent writer of these rewards that
     committed before it, so two writers cannot leave the cache with the older of their two
-    views."""
+    views.
+
+    The catalogue version (catalogue.models.CatalogueVersion) is taken first, by an UPDATE of
+    no row (its statement trigger runs all the same), as every other catalogue write takes it
+    before its row locks: a refresh that locked rewards first could otherwise wait for the
+    version held by a writer waiting for those rewards."""
     if (reward_ids is None) == (rewards is None):
         raise TypeError("give either reward_ids or rewards")
     values = {column: rule() for column, rule in LISTING_CACHE.items()}
@@ -105,6 +110,8 @@ def reward_listing_refresh(
         batches = [Reward.objects.using(alias).filter(pk__in=chunk) for chunk in _chunks(ids, size)]
     updated = 0
     with transaction.atomic(using=alias, savepoint=False):
+        with connections[alias].cursor() as cursor:
+            cursor.execute(f'UPDATE "{Reward._meta.db_table}" SET id = id WHERE id < 0')
         for batch in batches:
             if connections[alias].features.has_select_for_update:  # not SQLite (one writer at a time)
                 list(batch.select_for_update(no_key=True).order_by("pk").values_list("pk", flat=True))

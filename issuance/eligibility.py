@@ -73,10 +73,13 @@ def _held(customer: Customer) -> list:
             for k, qs in enumerate(rows)]
 
 
-def _links(reward_ids: list[int]) -> list:
-    """The rewards' targets, as (target id, reward id, kind 4-7) rows."""
+def _links(reward_ids: list[int] | None = None, **lookup) -> list:
+    """The rewards' targets (of ``reward_ids``, or of the rewards the link rows' ``lookup``
+    selects), as (target id, reward id, kind 4-7) rows."""
+    if reward_ids is not None:
+        lookup["reward_id__in"] = reward_ids
     return [
-        t.through.objects.filter(reward_id__in=reward_ids)
+        t.through.objects.filter(**lookup)
         .annotate(rid=F("reward_id"), kind=Value(len(TARGETINGS) + i))
         .values_list(t.target_field, "rid", "kind")
         for i, t in enumerate(TARGETINGS)
@@ -105,6 +108,11 @@ def customer_facts(customer: Customer) -> CustomerFacts:
 def reward_targets(reward_ids: Iterable[int]) -> RewardTargets:
     """Targets of several rewards by kind: one query (UNION ALL), whatever the count."""
     return _read(_links(list(reward_ids)))[0]
+
+
+def brand_reward_targets(brand_id: int) -> RewardTargets:
+    """The targets of every reward of a brand by kind: one query (catalogue.list_index)."""
+    return _read(_links(reward__brand_id=brand_id))[0]
 
 
 def targets_and_facts(reward_ids: Iterable[int], customer: Customer) -> tuple[RewardTargets, CustomerFacts]:
@@ -137,10 +145,17 @@ def reward_refusal(
         owner_type, owner_id = ownership
         if owner_type != reward.owner_type or (owner_id and reward.owner_id and owner_id != reward.owner_id):
             return IssuanceError(ErrorCode.OWNER_MISMATCH)
+    refused = targeting_refused({t.kind: targets[t.kind].get(reward.pk) for t in TARGETINGS}, facts)
+    return IssuanceError(refused.error) if refused is not None else None
+
+
+def targeting_refused(wanted: dict[str, set[int] | frozenset[int] | None], facts: CustomerFacts) -> Targeting | None:
+    """The targeting rule (R6) for one reward whose targets by kind are ``wanted``: for each
+    kind it targets, the customer must hold one of them; the first kind refused, or None."""
     for targeting in TARGETINGS:
-        wanted = targets[targeting.kind].get(reward.pk)
-        if wanted and not (wanted & getattr(facts, targeting.facts_attr)):
-            return IssuanceError(targeting.error)
+        targets = wanted.get(targeting.kind)
+        if targets and not (targets & getattr(facts, targeting.facts_attr)):
+            return targeting
     return None
 
 

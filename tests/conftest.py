@@ -77,6 +77,12 @@ def api_user_for(org, username: str = "till_user", till_code: str = "till1"):
 
 
 @pytest.fixture
+def list_index_off(settings):
+    """The list API reads the database on every call (catalogue.selectors), as on SQLite."""
+    settings.LIST_INDEX = False
+
+
+@pytest.fixture
 def org():
     return f.OrganisationFactory(name="Demo", allow_skip_validation=True)
 

@@ -308,12 +308,16 @@ def _superuser_request(user):
     return request
 
 
+# Kept by the database, edited by nobody: the catalogue version (PostgreSQL triggers).
+NOT_IN_THE_ADMIN = {"catalogue.CatalogueVersion"}
+
+
 def test_every_model_of_catalogue_and_issuance_is_registered():
     missing = [
         model._meta.label
         for app_label in ("catalogue", "issuance")
         for model in apps.get_app_config(app_label).get_models()
-        if model not in admin.site._registry
+        if model not in admin.site._registry and model._meta.label not in NOT_IN_THE_ADMIN
     ]
     assert missing == []
 

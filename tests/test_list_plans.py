@@ -6,6 +6,9 @@ On a brand of 20,000 rewards the page query of ``sortBy=points`` (both orders) a
 (brand, list_points) index and stop after the page, never compute a price per reward from the
 payment configs (the correlated subqueries that cost ~0.5 s on a 60,000-reward brand) nor sort
 the whole brand.
+
+That is the SQL read (``catalogue.selectors.reward_list_for_customer``), which serves the list
+with ``LIST_INDEX=false`` and on SQLite; this module turns the in-memory index off.
 """
 
 import json
@@ -22,6 +25,7 @@ from tests import factories as f
 
 pytestmark = [
     pytest.mark.django_db,
+    pytest.mark.usefixtures("list_index_off"),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL plans"),
 ]
 

@@ -852,21 +852,29 @@ def rich_world(org, brand, customer, count: int):
 
 # The list's own queries, whatever the page size and the number of linked rows (on top of
 # authentication and the permission check, which belong to the API layer and are counted
-# by a call refused right after them):
+# by a call refused right after them). Read from the database (LIST_INDEX off, SQLite):
 #   brand (1); customer (1); customer facts (1: issuance.eligibility's UNION ALL);
 #   count (1); page (1); prefetches: categories, groups, labels, card series, tiers,
 #   media, language content, payment configs, constraints (9);
 #   org-level constraints (1); consumption of every limit shown (1).
 LIST_OWN_QUERIES = 16
+# From the in-memory index (catalogue/list_index.py), once it holds the brand and the page:
+#   catalogue version (1); customer (1); customer facts (1); consumption (1).
+INDEXED_OWN_QUERIES = 4
+# Building the index for a brand and filters: its rewards (1), their targets (1); rendering the
+# page's rewards not rendered yet: the rewards (1) and the 9 prefetches. (The brand and the
+# org-level constraints are kept per catalogue version too: read by a test's first call.)
+INDEX_BUILD_QUERIES = 2 + 10
 
 
-def list_queries(api) -> int:
+def list_queries(api, own: int = LIST_OWN_QUERIES) -> int:
     with CaptureQueriesContext(connection) as ctx:
         assert api.get(URL.format("BUKL")).status_code == 400  # 15006: after auth and permission
-    return len(ctx.captured_queries) + LIST_OWN_QUERIES
+    return len(ctx.captured_queries) + own
 
 
-def test_query_count_is_constant_in_page_size_and_links(api, org, brand, customer, django_assert_num_queries):
+def test_query_count_is_constant_in_page_size_and_links(api, org, brand, customer, django_assert_num_queries,
+                                                        list_index_off):
     rich_world(org, brand, customer, 50)
     params = {"sortBy": "points", "minPoints": "1", "category": cm.Category.objects.first().name}
     assert get(api, customer, size=5).status_code == 200  # the worker has verified the password once
@@ -880,6 +888,21 @@ def test_query_count_is_constant_in_page_size_and_links(api, org, brand, custome
     with django_assert_num_queries(list_queries(api)):
         response = get(api, customer, size=50)
     assert response.json()["pagingDto"]["numberOfElements"] == 50
+    assert all(len(r["images"]) == 4 and len(r["paymentConfigs"]) == 4 for r in response.json()["rewardList"])
+
+
+def test_indexed_query_count_is_constant_in_page_size_and_links(api, org, brand, customer,
+                                                                django_assert_num_queries):
+    rich_world(org, brand, customer, 50)
+    params = {"sortBy": "points", "minPoints": "1", "category": cm.Category.objects.first().name}
+    assert get(api, customer, size=5).status_code == 200  # the worker has verified the password once
+    with django_assert_num_queries(list_queries(api, INDEXED_OWN_QUERIES + INDEX_BUILD_QUERIES)):
+        response = get(api, customer, size=50, **params)  # a new set of filters: built
+    assert response.json()["pagingDto"]["numberOfElements"] == 50
+    for size in (5, 50):  # then read from memory, whatever the page size
+        with django_assert_num_queries(list_queries(api, INDEXED_OWN_QUERIES)):
+            response = get(api, customer, size=size, **params)
+        assert len(response.json()["rewardList"]) == size
     assert all(len(r["images"]) == 4 and len(r["paymentConfigs"]) == 4 for r in response.json()["rewardList"])
 
 

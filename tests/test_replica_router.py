@@ -119,7 +119,7 @@ def listed():
 
     def tables(ctx):
         sql = " ".join(q["sql"] for q in ctx.captured_queries)
-        return sorted(t for t in ("catalogue_reward", "auth_user") if f'"{t}"' in sql)
+        return sorted(t for t in ("catalogue_reward", "catalogue_catalogueversion", "auth_user") if f'"{t}"' in sql)
 
     return [r["id"] for r in response.json()["rewardList"]], tables(primary), tables(replica)
 
@@ -162,9 +162,11 @@ def test_list_reads_come_from_the_streaming_replica_and_everything_else_from_the
         primary.destroy()
 
     first, second = out["first"], out["second"]
-    # Rewards are read on the replica; the login (auth_user) always on the primary.
-    assert out["before"] == [[first], ["auth_user"], ["catalogue_reward"]]
+    # Rewards and the catalogue version are read on the replica; the login (auth_user) always on
+    # the primary.
+    assert out["before"] == [[first], ["auth_user"], ["catalogue_catalogueversion", "catalogue_reward"]]
     # Replay paused: the list (replica) does not see the new reward; the issue call (primary) does.
-    assert out["paused"] == [[first], ["auth_user"], ["catalogue_reward"]]
+    # The replica's catalogue version has not moved either, so the list answers from its index.
+    assert out["paused"] == [[first], ["auth_user"], ["catalogue_catalogueversion"]]
     assert out["issue"] == [200, 200]
     assert sorted(out["resumed"][0]) == sorted([first, second])

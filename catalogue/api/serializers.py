@@ -7,6 +7,8 @@ UTC. Choices we made where the page is silent are in docs/list-api.md.
 """
 
 import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from catalogue.choices import MediaKind
@@ -79,11 +81,11 @@ def constraint_body(constraint: RewardConstraint, usage: ConstraintUsage) -> dic
     return body
 
 
-def restrictions_body(reward: Reward, usages: dict[int, ConstraintUsage]) -> dict:
+def restrictions_body(constraints: Iterable[RewardConstraint], usages: dict[int, ConstraintUsage]) -> dict:
     """rewardRestrictions: the reward's own limits (REWARD: all customers together;
     CUSTOMER: this customer), valid when none of them is used up."""
     levels = {"REWARD": [], "CUSTOMER": []}
-    for constraint in reward.list_constraints:
+    for constraint in constraints:
         levels.setdefault(constraint.level, []).append(constraint_body(constraint, usages[constraint.pk]))
     entries = [e for group in levels.values() for e in group]
     return {
@@ -98,7 +100,34 @@ def org_restrictions_body(constraints: list[RewardConstraint], usages: dict[int,
     return {"isValid": all(e["isValid"] for e in entries), "customerRedemptionTypeLevel": entries}
 
 
-def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> dict:
+@dataclass(frozen=True)
+class ListedReward:
+    """A reward of a list page, rendered but for the fields that depend on the call (the time:
+    expired, started; the customer: rewardRestrictions), which ``reward_body`` fills in.
+    catalogue.list_index keeps these for as long as the catalogue does not change."""
+
+    pk: int
+    start_time: datetime.datetime
+    end_time: datetime.datetime
+    constraints: tuple[RewardConstraint, ...]
+    body: dict  # every field, in order; the per-call ones are placeholders
+
+    @classmethod
+    def of(cls, reward: Reward) -> "ListedReward":
+        """From a reward loaded with ``catalogue.selectors.with_list_details``."""
+        return cls(pk=reward.pk, start_time=reward.start_time, end_time=reward.end_time,
+                   constraints=tuple(reward.list_constraints), body=_static_body(reward))
+
+
+def reward_body(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> dict:
+    body = dict(reward.body)
+    body["expired"] = reward.end_time <= now
+    body["started"] = reward.start_time <= now
+    body["rewardRestrictions"] = restrictions_body(reward.constraints, usages)
+    return body
+
+
+def _static_body(reward: Reward) -> dict:
     groups, labels, tiers, media = reward.list_groups, reward.list_labels, reward.list_tiers, reward.list_media
     return {
         "id": reward.pk,
@@ -119,14 +148,14 @@ def reward_body(reward: Reward, *, now: datetime.datetime, usages: dict[int, Con
         "group": groups[0].name if groups else None,
         "startTime": time_ms(reward.start_time),
         "endTime": time_ms(reward.end_time),
-        "expired": reward.end_time <= now,
-        "started": reward.start_time <= now,
+        "expired": None,  # reward_body
+        "started": None,
         "programId": reward.program_id,
         "categoryList": [{"id": c.pk, "name": c.name, "enabled": c.enabled} for c in reward.list_categories],
         "customFields": {key: _custom_value(value) for key, value in (reward.custom_fields or {}).items()},
         "loyaltyProgramCriteria": [{"programId": t.program_id, "tierId": t.pk, "tierName": t.name} for t in tiers],
         "groups": [{"id": g.pk, "name": g.name, "rank": g.rank} for g in groups],
-        "rewardRestrictions": restrictions_body(reward, usages),
+        "rewardRestrictions": None,  # reward_body
         "rewardRank": reward.rank,
         "images": [_media(m) for m in media if m.kind == MediaKind.IMAGE],
         "videos": [_media(m) for m in media if m.kind == MediaKind.VIDEO],
@@ -172,7 +201,10 @@ def paging_body(page: RewardPage) -> dict:
 def reward_list_body(result: RewardList) -> dict:
     return {
         "status": dict(SUCCESS),
-        "rewardList": [reward_body(r, now=result.now, usages=result.usages) for r in result.page.rewards],
+        "rewardList": [
+            reward_body(r if isinstance(r, ListedReward) else ListedReward.of(r), now=result.now, usages=result.usages)
+            for r in result.page.rewards
+        ],
         "pagingDto": paging_body(result.page),
         "orgLevelRestrictions": org_restrictions_body(result.org_constraints, result.usages),
     }

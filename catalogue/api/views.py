@@ -3,7 +3,8 @@
 Validates every parameter (15006 without userId; 400 naming each bad parameter), looks
 up the brand (3004) and the customer (1014) in the caller's org (or, with DATA-SCOPE
 OTHER / ALL, in the connected org the customer belongs to), calls
-``reward_list_for_customer`` once and renders its result.
+``reward_list_for_customer`` once (or, on PostgreSQL, its in-memory twin
+``catalogue.list_index.reward_list_indexed``) and renders its result.
 """
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.utils import timezone
 from rest_framework import viewsets
 from rest_framework.response import Response
 
+from catalogue import list_index
 from catalogue.filters import RewardFilterSet
 from catalogue.models import Customer
 from catalogue.selectors import PageRequest, customer_get, reward_list_for_customer
@@ -77,14 +79,23 @@ class RewardListViewSet(viewsets.ViewSet):
             org = found.org
         errors: list[str] = []
         page = page_request(params, errors)
-        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
+        version = list_index.catalogue_version()
+        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone, defer_time=version is not None)
         if not filterset.is_valid():
             errors.extend(f"{name}: {message}" for name, messages in filterset.errors.items() for message in messages)
         if errors:
             raise bad_request("; ".join(errors))
-        brand = brand_for(org=org, name=brand_name)
+        if version is not None:
+            brand = list_index.brand_named(version, org, brand_name)
+        else:
+            brand = brand_for(org=org, name=brand_name)
         customer = customer_get(org=org, customer_id=user_id)
-        result = reward_list_for_customer(
-            org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
-        )
+        if version is not None:
+            result = list_index.reward_list_indexed(
+                version=version, org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
+            )
+        else:
+            result = reward_list_for_customer(
+                org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
+            )
         return Response(reward_list_body(result))

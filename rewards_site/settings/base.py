@@ -218,6 +218,9 @@ OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 # page=0 (no pagination) returns at most LIST_UNPAGED_CEILING rewards.
 LIST_MAX_PAGE_SIZE = env.int("LIST_MAX_PAGE_SIZE", default=100)
 LIST_UNPAGED_CEILING = env.int("LIST_UNPAGED_CEILING", default=1000)
+# The list API's in-memory index of a brand's rewards, kept per catalogue version
+# (catalogue/list_index.py; PostgreSQL only). false: every call reads the database.
+LIST_INDEX = env.bool("LIST_INDEX", default=True)
 if LIST_MAX_PAGE_SIZE < 1 or LIST_UNPAGED_CEILING < 1:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -1,0 +1,253 @@
+"""The list API's read from memory: a per-process index of a brand's rewards, kept for as long as
+the catalogue does not change (docs/list-api.md, "The list index"; docs/performance.md).
+
+A list call counts a brand's listable rewards and renders a page of them. Read from the
+database each time, that is ~36 ms of CPU per call on a 60,000-reward brand, a count over the
+brand and ten queries for a page. Yet the catalogue changes rarely, and what varies from call
+to call is only the time and the customer. So, per worker process:
+
+- ``BrandIndex``: for one brand and one set of the filters that do not depend on the time
+  (redemption type, labels, prices, sort, …), the matching rewards in their sorted order, as
+  numpy arrays: id, start, end and creation instants, and a targeting group (which targets of
+  which kinds the reward has, read from the link rows). A call applies the time filters
+  (``catalogue.filters.TimeCondition``, the FilterSet's own conditions), the targeting rule
+  for its customer's facts (``issuance.eligibility.targeting_refused``, once per group) and
+  pages: a few vector operations over the brand instead of a count in SQL.
+- ``ListedReward``: a reward rendered but for the per-call fields (expired, started, the
+  limits with the customer's consumption, which are read afresh each call).
+
+Both are keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
+statement that writes a table the list shows (``catalogue.models.LIST_TABLES``), read once per
+call from the database the list reads. So a change is seen by the very next call in every
+process, whatever wrote it (admin, importer, raw SQL), and a rolled-back change never. A
+transaction that wrote the catalogue reads its own, not yet committed, version: what it
+builds under that number is what it sees, and nobody else ever reads that number unless it
+commits. Not used on SQLite (no triggers) or with ``LIST_INDEX=false``: then every call is
+``catalogue.selectors.reward_list_for_customer``, the same read in SQL.
+
+What is never cached here: the customer and their facts, limits' consumption, the time.
+"""
+
+import datetime
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+from django.conf import settings
+from django.db import connections, router
+
+from catalogue.api.serializers import ListedReward
+from catalogue.filters import TIME_FILTERS, RewardFilterSet
+from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward
+from catalogue.selectors import (
+    PageRequest,
+    RewardList,
+    RewardPage,
+    constraint_consumption,
+    org_constraints,
+    with_list_details,
+)
+from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, customer_facts
+from issuance.resolution import brand_for
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def micros(instant: datetime.datetime) -> int:
+    """An instant as integer microseconds since the epoch (exact: no float)."""
+    return (instant - EPOCH) // _MICROSECOND
+
+
+class LRU:
+    """A bounded dict, least recently used out first; safe for the threads of one process.
+    Values are shared by the requests of a process: read them, never modify them."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable):
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def set(self, key: Hashable, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def get_or_set(self, key: Hashable, make: Callable):
+        value = self.get(key)
+        if value is None:
+            value = make()
+            self.set(key, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+INDEXES = LRU(32)  # (version, brand id, untimed filters) → BrandIndex; up to ~2 MB each at 60k rewards
+REWARDS = LRU(20_000)  # (version, reward id) → ListedReward
+ORG_LIMITS = LRU(1024)  # (version, org id) → the org-level limits
+BRANDS = LRU(1024)  # (version, org id, name) → a brand found
+
+
+def clear() -> None:
+    for cache in (INDEXES, REWARDS, ORG_LIMITS, BRANDS):
+        cache.clear()
+
+
+# ---------------------------------------------------------------- the version
+
+
+def _alias() -> str:
+    return router.db_for_read(CatalogueVersion) or "default"
+
+
+def catalogue_version() -> int | None:
+    """The catalogue's version on the database the list reads, or None where the index is not
+    to be used (turned off, not PostgreSQL, or the row is missing: a flushed test database
+    before its first catalogue write)."""
+    alias = _alias()
+    connection = connections[alias]
+    if not settings.LIST_INDEX or connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT value FROM "{CatalogueVersion._meta.db_table}" WHERE id = 1')
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+# ---------------------------------------------------------------- a brand's index
+
+
+class BrandIndex:
+    """One brand's rewards matching one set of untimed filters, in the list's order."""
+
+    def __init__(self, rows: list[tuple], groups: list[dict[str, frozenset[int]]], group_of: list[int]):
+        self.ids = np.array([r[0] for r in rows], dtype=np.int64)
+        self.columns = {
+            "start_time": np.array([micros(r[1]) for r in rows], dtype=np.int64),
+            "end_time": np.array([micros(r[2]) for r in rows], dtype=np.int64),
+            "created_at": np.array([micros(r[3]) for r in rows], dtype=np.int64),
+        }
+        self.groups = groups  # group 0: no targets
+        self.group_of = np.array(group_of, dtype=np.int32)
+        # The targeting rule over all groups at once: per kind, which groups target it and,
+        # per target id, the groups that name it.
+        self.targets_kind = {t.kind: np.array([t.kind in g for g in groups], dtype=bool) for t in TARGETINGS}
+        naming: dict[str, dict[int, list[int]]] = {t.kind: {} for t in TARGETINGS}
+        for number, group in enumerate(groups):
+            for kind, targets in group.items():
+                for target in targets:
+                    naming[kind].setdefault(target, []).append(number)
+        self.naming = {kind: {t: np.array(g, dtype=np.int32) for t, g in by_target.items()}
+                       for kind, by_target in naming.items()}
+
+    @classmethod
+    def build(cls, brand: Brand, filterset: RewardFilterSet) -> "BrandIndex":
+        """Two queries: the brand's rewards through the untimed filters and the sort, and the
+        targets of all the brand's rewards (the link rows themselves, as the engine reads them)."""
+        queryset = filterset.filter_queryset(Reward.objects.filter(org_id=brand.org_id, brand=brand))
+        filterset.time_conditions.clear()  # collected again by each call
+        rows = list(queryset.values_list("pk", "start_time", "end_time", "created_at"))
+        targets = brand_reward_targets(brand.pk)
+        groups: list[dict[str, frozenset[int]]] = [{}]
+        numbers: dict[tuple, int] = {(): 0}
+        group_of = []
+        for row in rows:
+            wanted = tuple((t.kind, frozenset(targets[t.kind][row[0]])) for t in TARGETINGS if row[0] in targets[t.kind])
+            number = numbers.get(wanted)
+            if number is None:
+                number = numbers[wanted] = len(groups)
+                groups.append(dict(wanted))
+            group_of.append(number)
+        return cls(rows, groups, group_of)
+
+    def eligible_groups(self, facts: CustomerFacts) -> np.ndarray:
+        """``issuance.eligibility.targeting_refused(group, facts) is None`` for every group at
+        once: for each kind a group targets, the customer holds one of its targets of that kind
+        (tests/test_list_index.py checks the two agree)."""
+        eligible = np.ones(len(self.groups), dtype=bool)
+        for targeting in TARGETINGS:
+            held = np.zeros(len(self.groups), dtype=bool)
+            naming = self.naming[targeting.kind]
+            for target in getattr(facts, targeting.facts_attr):
+                groups = naming.get(target)
+                if groups is not None:
+                    held[groups] = True
+            eligible &= ~self.targets_kind[targeting.kind] | held
+        return eligible
+
+    def matching(self, filterset: RewardFilterSet, facts: CustomerFacts) -> np.ndarray:
+        """Positions (in the list's order) of the rewards that pass the time filters and that
+        this customer may take by targeting."""
+        mask = self.eligible_groups(facts)[self.group_of]
+        for condition in filterset.collect_time_conditions():
+            mask &= condition.holds(self.columns, micros)
+        return np.flatnonzero(mask)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.group_of.nbytes + sum(c.nbytes for c in self.columns.values())
+
+
+def untimed_key(filterset: RewardFilterSet) -> tuple:
+    """The filters that decide a BrandIndex (every cleaned value but the time filters')."""
+    data = filterset.form.cleaned_data
+    return tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in sorted(data.items())
+        if name not in TIME_FILTERS
+    )
+
+
+# ---------------------------------------------------------------- one call
+
+
+def brand_named(version: int, org: Organisation, name: str) -> Brand:
+    """``issuance.resolution.brand_for``, kept per version (a brand not found is not kept)."""
+    return BRANDS.get_or_set((version, org.pk, name), lambda: brand_for(org=org, name=name))
+
+
+def listed_rewards(version: int, ids: list[int]) -> list[ListedReward]:
+    """The rendered rewards of a page, in the order of ``ids``: those not kept yet in one load
+    (``with_list_details``: a query per kind of linked row)."""
+    found = {pk: REWARDS.get((version, pk)) for pk in ids}
+    missing = [pk for pk, listed in found.items() if listed is None]
+    if missing:
+        for reward in with_list_details(Reward.objects.filter(pk__in=missing).order_by()):
+            found[reward.pk] = listed = ListedReward.of(reward)
+            REWARDS.set((version, reward.pk), listed)
+    return [found[pk] for pk in ids]
+
+
+def reward_list_indexed(
+    *, version: int, org: Organisation, brand: Brand, customer: Customer, filterset: RewardFilterSet,
+    page: PageRequest, now: datetime.datetime,
+) -> RewardList:
+    """``catalogue.selectors.reward_list_for_customer`` from the index; ``filterset`` must have
+    been made with ``defer_time=True`` and validated."""
+    index = INDEXES.get_or_set((version, brand.pk, untimed_key(filterset)), lambda: BrandIndex.build(brand, filterset))
+    positions = index.matching(filterset, customer_facts(customer))
+    total = len(positions)
+    if page.unpaged:
+        offset, limit = 0, page.unpaged_ceiling
+    else:
+        offset, limit = (page.page - 1) * page.size, page.size
+    ids = [int(pk) for pk in index.ids[positions[offset : offset + limit]]] if offset < total else []
+    rewards = listed_rewards(version, ids)
+    org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
+    reward_level = [c for reward in rewards for c in reward.constraints]
+    usages = constraint_consumption(reward_level + org_level, customer_id=customer.pk, org=org, now=now)
+    return RewardList(page=RewardPage(rewards=rewards, total=total, request=page), usages=usages,
+                      org_constraints=org_level, now=now)

@@ -1,0 +1,344 @@
+"""The list API's in-memory index (catalogue/list_index.py) and the catalogue version it is
+kept by (catalogue.models.CatalogueVersion, the triggers of migration 0005).
+
+- The version: a trigger on exactly the tables the list shows; every statement on them changes
+  it, whatever wrote it (ORM, raw SQL); an issue call and the customer's own rows do not; a
+  rolled-back number is never seen again.
+- The answers: on random catalogues, customers, filters and instants (boundaries included) the
+  indexed answer is the database answer, body for body (LIST_INDEX on against off).
+- Freshness: a change committed by another connection, even by raw SQL, shows on the next call;
+  an uncommitted one does not; time passing with no change to the catalogue does.
+"""
+
+import datetime
+import itertools
+import random
+import threading
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from catalogue import list_index
+from catalogue import models as cm
+from catalogue.choices import (
+    CardStatus,
+    ConstraintLevel,
+    Frequency,
+    MediaKind,
+    MembershipStatus,
+    PaymentMode,
+    RedemptionType,
+)
+from issuance.eligibility import TARGETINGS, CustomerFacts, targeting_refused
+from tests import factories as f
+from tests.conftest import ISSUE_SINGLE
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the catalogue version is kept by PostgreSQL triggers"),
+]
+
+URL = "/api_gateway/rewards/core/v1/user/reward/brand/{}"
+DAY = datetime.timedelta(days=1)
+
+
+def version() -> int:
+    value = list_index.catalogue_version()
+    assert value is not None
+    return value
+
+
+def listed(api, customer, **params):
+    response = api.get(URL.format("BUKL"), {"userId": customer.pk, **params})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+# ---------------------------------------------------------------- the version
+
+
+def test_the_version_trigger_is_on_exactly_the_list_tables():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                       "WHERE t.tgname = 'catalogue_version_bump'")
+        tables = {row[0] for row in cursor.fetchall()}
+    assert tables == {model._meta.db_table for model in cm.LIST_TABLES}
+
+
+@pytest.mark.parametrize("model", cm.LIST_TABLES, ids=lambda m: m._meta.db_table)
+def test_any_statement_on_a_list_table_changes_the_version(model):
+    seen = {version()}
+    table = connection.ops.quote_name(model._meta.db_table)
+    for statement in (f"UPDATE {table} SET id = id WHERE id < 0", f"DELETE FROM {table} WHERE id < 0"):
+        with connection.cursor() as cursor:
+            cursor.execute(statement)  # no row at all: a statement trigger still runs
+        assert version() not in seen
+        seen.add(version())
+
+
+def test_orm_writes_change_the_version(org, brand):
+    before = version()
+    reward = f.RewardFactory(brand=brand)
+    after_create = version()
+    f.PaymentConfigFactory(reward=reward)
+    after_config = version()
+    reward.labels.add(f.LabelFactory(org=org))
+    after_link = version()
+    assert len({before, after_create, after_config, after_link}) == 4
+
+
+def test_issuing_and_the_customers_own_rows_leave_the_version(api, org, brand, customer, account):
+    reward = f.RewardFactory(brand=brand)
+    f.PaymentConfigFactory(reward=reward, mode=PaymentMode.POINTS, points=Decimal(5))
+    series = f.CardSeriesFactory(org=org)
+    partition = f.PartitionFactory(segment=f.SegmentFactory(org=org))
+    label = f.LabelFactory(org=org)
+    before = version()
+    response = api.post(ISSUE_SINGLE.format(reward.pk), {"mobile": customer.mobile}, format="json")
+    assert response.status_code == 200, response.content
+    cm.Card.objects.create(series=series, customer=customer, number="42", status=CardStatus.ACTIVE)
+    cm.SegmentMembership.objects.create(customer=customer, partition=partition)
+    cm.CustomerLabel.objects.create(customer=customer, label=label, status=MembershipStatus.ACTIVE)
+    f.CustomerFactory(org=org)
+    assert version() == before
+
+
+def test_a_rolled_back_number_is_never_seen_again(org, brand):
+    before = version()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        f.RewardFactory(brand=brand)
+        inside = version()
+        assert inside != before
+        raise RuntimeError("roll back")
+    assert version() == before
+    f.RewardFactory(brand=brand)
+    assert version() not in (before, inside)
+
+
+# ---------------------------------------------------------------- the rule over groups
+
+
+def test_eligible_groups_are_the_targeting_rule_group_by_group():
+    rng = random.Random(7)
+    kinds = [t.kind for t in TARGETINGS]
+    groups = [{}]
+    for _ in range(300):  # one kind (R6) or several (MIXED), 1-3 targets each, ids 1-6
+        chosen = rng.sample(kinds, rng.choice([1, 1, 1, 2, 3]))
+        groups.append({kind: frozenset(rng.sample(range(1, 7), rng.randint(1, 3))) for kind in chosen})
+    index = list_index.BrandIndex([], groups, [])
+    for _ in range(200):
+        facts = CustomerFacts(*(frozenset(rng.sample(range(1, 7), rng.randint(0, 3))) for _ in TARGETINGS))
+        expected = [targeting_refused(group, facts) is None for group in groups]
+        assert index.eligible_groups(facts).tolist() == expected
+
+
+# ---------------------------------------------------------------- the answers
+
+
+def random_world(org, brand, rng: random.Random, now: datetime.datetime) -> dict:
+    """~150 rewards of every shape the list shows or filters on, and customers holding a
+    random share of what the rewards target."""
+    categories = [f.CategoryFactory(org=org, name=f"cat{i}") for i in range(3)]
+    groups = [cm.RewardGroup.objects.create(org=org, name=f"group{i}", rank=i) for i in range(3)]
+    labels = [f.LabelFactory(org=org, name=f"label{i}") for i in range(3)]
+    series = [f.CardSeriesFactory(org=org, code=f"S{i}") for i in range(3)]
+    segment = f.SegmentFactory(org=org)
+    partitions = [f.PartitionFactory(segment=segment, name=f"p{i}") for i in range(4)]
+    program = cm.Program.objects.create(org=org, name="Loyalty")
+    tiers = [cm.Tier.objects.create(program=program, name=n, serial=i) for i, n in enumerate(["Blue", "Silver", "Gold"])]
+    vendors = [f.VendorFactory(org=org) for _ in range(2)]
+    cm.RewardConstraint.objects.create(org=org, redemption_type=RedemptionType.VOUCHER, frequency=Frequency.MONTHS,
+                                       level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, limit_value=3)
+    boundaries = []
+    types = [RedemptionType.VOUCHER, RedemptionType.MILES, RedemptionType.PHYSICAL_REWARD]
+    for i in range(150):
+        start = now + rng.choice([-40, -3, -1, 0, 1, 5]) * DAY + datetime.timedelta(microseconds=rng.randint(0, 10**6))
+        end = start + rng.choice([1, 2, 30, 400]) * DAY
+        boundaries += [start, end]
+        reward = f.RewardFactory(
+            brand=brand, name=f"r{i}", redemption_type=rng.choice(types), enabled=rng.random() < 0.85,
+            start_time=start, end_time=end, priority=rng.randint(0, 3), rank=rng.randint(0, 3),
+            intouch_points=Decimal(rng.choice([0, 10, 250])), vendor=rng.choice([None, *vendors]),
+            custom_fields=rng.choice([{}, {"colour": "red", "n": 3}]),
+            created_at=now - datetime.timedelta(hours=rng.randint(0, 24 * 40)),
+        )
+        for _ in range(rng.randint(0, 2)):
+            mode = rng.choice([PaymentMode.POINTS, PaymentMode.POINTS_CASH, PaymentMode.CASH, PaymentMode.FREE])
+            f.PaymentConfigFactory(
+                reward=reward, mode=mode,
+                points=Decimal(rng.choice([100, 500, 900])) if mode in (PaymentMode.POINTS, PaymentMode.POINTS_CASH) else None,
+                cash_amount=Decimal(rng.choice([50, 300])) if mode in (PaymentMode.CASH, PaymentMode.POINTS_CASH) else None,
+            )
+        reward.categories.set(rng.sample(categories, rng.randint(0, 2)))
+        reward.groups.set(rng.sample(groups, rng.randint(0, 1)))
+        kind = rng.random()
+        if kind < 0.15:
+            for partition in rng.sample(partitions, rng.randint(1, 2)):
+                cm.RewardSegmentTarget.objects.create(reward=reward, partition=partition)
+        elif kind < 0.25:
+            reward.card_series.set(rng.sample(series, rng.randint(1, 2)))
+        elif kind < 0.35:
+            reward.labels.set(rng.sample(labels, 1))
+        elif kind < 0.45:
+            reward.target_tiers.set(rng.sample(tiers[1:], 1))
+        elif kind < 0.5:  # MIXED (R6 forbids it; the list still answers as the engine would)
+            reward.labels.set(rng.sample(labels, 1))
+            reward.target_tiers.set(rng.sample(tiers, 1))
+        if rng.random() < 0.1:
+            cm.RewardConstraint.objects.create(org=org, reward=reward, level=rng.choice(["CUSTOMER", "REWARD"]),
+                                               frequency=Frequency.DAYS, limit_value=5)
+        if rng.random() < 0.5:
+            cm.RewardMedia.objects.create(reward=reward, kind=rng.choice([MediaKind.IMAGE, MediaKind.VIDEO]),
+                                          name="m", url=f"https://m.example.com/{i}", position=0)
+    customers = []
+    for i in range(6):
+        customer = f.CustomerFactory(org=org, mobile=f"90000000{i:02d}")
+        for partition in rng.sample(partitions, rng.randint(0, 2)):
+            cm.SegmentMembership.objects.create(customer=customer, partition=partition)
+        for s in rng.sample(series, rng.randint(0, 1)):
+            cm.Card.objects.create(series=s, customer=customer, number=f"{i}{s.pk}", status=CardStatus.ACTIVE)
+        for label in rng.sample(labels, rng.randint(0, 1)):
+            cm.CustomerLabel.objects.create(customer=customer, label=label, status=MembershipStatus.ACTIVE)
+        if rng.random() < 0.6:
+            cm.ProgramMembership.objects.create(customer=customer, program=program, tier=rng.choice(tiers))
+        customers.append(customer)
+    return {"customers": customers, "boundaries": boundaries, "labels": labels, "vendors": vendors}
+
+
+FILTER_CHOICES = {
+    "status": ["LIVE", "UPCOMING", "ENDED", "LIVE,ENDED", "UPCOMING,LIVE"],
+    "includeExpired": ["true", "false"],
+    "activationStatus": ["ENABLED", "DISABLED", "ALL"],
+    "redemptionType": ["VOUCHER", "VOUCHER,MILES"],
+    "minPoints": ["100", "400"],
+    "maxPoints": ["600", "1000"],
+    "minCash": ["100"],
+    "category": ["cat0", "cat1,cat2"],
+    "groupName": ["group1"],
+    "createdOnDaysAgo": ["0", "1", "3", "20"],
+    "sortBy": ["points", "cash", "startDate", "endDate"],
+    "orderBy": ["ASC", "DESC"],
+    "page": ["0", "1", "2", "5"],
+    "size": ["3", "7", "20"],
+}
+
+
+def test_indexed_answers_are_the_database_answers(api, org, brand, settings):
+    rng = random.Random(20261122)
+    org.time_zone = "America/Los_Angeles"  # createdOnDaysAgo counts the org's days
+    org.save()
+    now = timezone.now().replace(microsecond=500_000)
+    world = random_world(org, brand, rng, now)
+    near = datetime.timedelta(microseconds=1)
+    edges = rng.sample(world["boundaries"], 4)  # on a start or an end, and a microsecond either side
+    instants = [now, now + DAY / 3, now - 2 * DAY, *edges, *(e - near for e in edges[:2]), *(e + near for e in edges[2:])]
+    extra = {"label": [str(world["labels"][0].pk)], "vendorId": [f"{world['vendors'][0].pk},{world['vendors'][1].pk}"]}
+    choices = {**FILTER_CHOICES, **extra}
+    compared = 0
+    for instant, customer in itertools.product(instants, world["customers"]):
+        for _ in range(6):
+            params = {name: rng.choice(values) for name, values in choices.items() if rng.random() < 0.3}
+            if "minPoints" in params and "maxPoints" in params and int(params["minPoints"]) > int(params["maxPoints"]):
+                del params["maxPoints"]
+            with mock.patch("catalogue.api.views.timezone.now", return_value=instant):
+                settings.LIST_INDEX = False
+                expected = listed(api, customer, **params)
+                settings.LIST_INDEX = True
+                got = listed(api, customer, **params)
+            assert got == expected, (instant, customer.pk, params)
+            compared += 1
+    assert compared == len(instants) * len(world["customers"]) * 6
+
+
+# ---------------------------------------------------------------- freshness
+
+
+def test_time_passing_is_seen_with_an_unchanged_catalogue(api, brand, customer):
+    now = timezone.now()
+    ending = f.RewardFactory(brand=brand, start_time=now - DAY, end_time=now + datetime.timedelta(seconds=10))
+    starting = f.RewardFactory(brand=brand, start_time=now + datetime.timedelta(seconds=5), end_time=now + DAY)
+    before = version()
+    with mock.patch("catalogue.api.views.timezone.now", return_value=now):
+        body = listed(api, customer, includeExpired="true")
+        assert {r["id"]: (r["started"], r["expired"]) for r in body["rewardList"]} == {
+            ending.pk: (True, False), starting.pk: (False, False)}
+        assert [r["id"] for r in listed(api, customer, status="LIVE")["rewardList"]] == [ending.pk]
+    with mock.patch("catalogue.api.views.timezone.now", return_value=now + datetime.timedelta(seconds=10)):
+        body = listed(api, customer, includeExpired="true")
+        assert {r["id"]: (r["started"], r["expired"]) for r in body["rewardList"]} == {
+            ending.pk: (True, True), starting.pk: (True, False)}
+        assert [r["id"] for r in listed(api, customer, status="LIVE")["rewardList"]] == [starting.pk]
+        assert [r["id"] for r in listed(api, customer)["rewardList"]] == [starting.pk]
+    assert version() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changes_committed_elsewhere_show_on_the_next_call_and_uncommitted_ones_never(api, brand, customer):
+    reward = f.RewardFactory(brand=brand, name="before")
+    assert [r["name"] for r in listed(api, customer)["rewardList"]] == ["before"]
+    assert [r["name"] for r in listed(api, customer)["rewardList"]] == ["before"]  # from the index
+
+    def in_another_connection(fn):
+        errors = []
+
+        def run():
+            try:
+                fn()
+            except BaseException as error:  # noqa: BLE001  (re-raised below)
+                errors.append(error)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        assert not errors, errors
+
+    # Raw SQL, committed: no ORM signal, the trigger alone tells.
+    in_another_connection(lambda: connection.cursor().execute(
+        "UPDATE catalogue_reward SET name = 'raw' WHERE id = %s", [reward.pk]))
+    assert [r["name"] for r in listed(api, customer)["rewardList"]] == ["raw"]
+
+    # Held open in another transaction: not seen; seen once committed.
+    written, release = threading.Event(), threading.Event()
+
+    def held():
+        with transaction.atomic():
+            cm.Reward.objects.filter(pk=reward.pk).update(name="held")
+            f.PaymentConfigFactory(reward=reward, mode=PaymentMode.POINTS, points=Decimal(70))
+            written.set()
+            assert release.wait(30)
+
+    thread = threading.Thread(target=lambda: (held(), connection.close()))
+    thread.start()
+    assert written.wait(30)
+    body = listed(api, customer)
+    assert [(r["name"], r["paymentConfigs"]) for r in body["rewardList"]] == [("raw", [])]
+    release.set()
+    thread.join(30)
+    body = listed(api, customer)
+    assert [r["name"] for r in body["rewardList"]] == ["held"]
+    assert [c["points"] for c in body["rewardList"][0]["paymentConfigs"]] == [70]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listing_refresh_and_a_catalogue_writer_queue_on_the_version_instead_of_deadlocking(brand, run_concurrently):
+    """A refresh locks rewards before it writes them; a config write takes the version first and
+    then refreshes the same rewards. The refresh takes the version before its row locks, so the
+    two wait for each other in one order only (without it: "deadlock detected" after 1 s)."""
+    rewards = [f.RewardFactory(brand=brand) for _ in range(3)]
+    from catalogue.services import reward_listing_refresh
+
+    def work(i: int):
+        for _ in range(15):
+            with transaction.atomic():
+                if i == 0:
+                    reward_listing_refresh(reward_ids=[r.pk for r in rewards])
+                else:
+                    f.PaymentConfigFactory(reward=rewards[1], mode=PaymentMode.POINTS, points=Decimal(10))
+        return "ok"
+
+    assert run_concurrently(work, threads=2) == ["ok", "ok"]
