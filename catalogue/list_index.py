@@ -68,6 +68,7 @@ class LRU:
         self.max_entries = max_entries
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}
 
     def get(self, key: Hashable):
         with self._lock:
@@ -84,10 +85,22 @@ class LRU:
                 self._data.popitem(last=False)
 
     def get_or_set(self, key: Hashable, make: Callable):
+        """The value of ``key``, made by ``make()`` if missing: by one thread at a time per key
+        (the others wait for it rather than build the same index again)."""
         value = self.get(key)
-        if value is None:
-            value = make()
-            self.set(key, value)
+        if value is not None:
+            return value
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            value = self.get(key)
+            if value is None:
+                try:
+                    value = make()
+                    self.set(key, value)
+                finally:
+                    with self._lock:
+                        self._making.pop(key, None)
         return value
 
     def clear(self) -> None:

@@ -342,3 +342,21 @@ def test_a_listing_refresh_and_a_catalogue_writer_queue_on_the_version_instead_o
         return "ok"
 
     assert run_concurrently(work, threads=2) == ["ok", "ok"]
+
+
+def test_threads_of_a_process_build_a_missing_entry_once():
+    cache, made, started = list_index.LRU(4), [], threading.Event()
+
+    def make():
+        made.append(1)
+        started.wait(1)
+        return "index"
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_set("k", make))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == ["index"] * 4 and made == [1]
