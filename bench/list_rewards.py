@@ -16,7 +16,10 @@
    for random customers, plus a baseline (an authenticated call refused right after the
    permission check: 15006), then the same mix from 4 concurrent clients. Prints
    p50/p95/p99 per call and overall, and the machine's load average (other processes on
-   the machine skew the figures).
+   the machine skew the figures). All of it twice, in the same run: from the list index
+   (catalogue/list_index.py, the default; plus the first call after a catalogue write, which
+   rebuilds the index) and from the database (``LIST_INDEX=false``), with the ratio of their
+   median CPU per call.
 4. With ``--explain``: EXPLAIN (ANALYZE, BUFFERS) of the count and page queries of the
    default call and of a price call, for customer 1, before the timed runs.
 
@@ -397,6 +400,20 @@ def run_sequential(port: int, requests: int, rng: random.Random, scenarios: dict
     return timings
 
 
+def rebuilds(port: int, rng: random.Random, times: int = 10) -> list[Sample]:
+    """The default call right after a catalogue write (a brand saved: the catalogue version
+    moves, catalogue/list_index.py builds BUKL's index and renders the page again)."""
+    from catalogue.models import Brand
+
+    samples = []
+    for _ in range(times):
+        Brand.objects.filter(name="B5").update(name="B5")
+        elapsed, status, _ = call(port, path_for("BUKL", {}, rng.randint(1, CUSTOMERS)))
+        assert status == 200
+        samples.append(elapsed)
+    return samples
+
+
 def run_concurrent(port: int, clients: int, per_client: int, seed: int) -> tuple[list[float], float]:
     mix = [s for s in SCENARIOS.values() if s[0]]
     samples: list[float] = []
@@ -495,22 +512,34 @@ def main() -> None:
     connections.close_all()
     port = args.port or 18000 + os.getpid() % 1000
     rng = random.Random(11)
-    with running_server(port):
-        print(f"\nsequential, {args.requests} timed requests per call, random customers, 20-item pages "
-              f"(server: wsgiref + {WORKER_THREADS} threads, DEBUG off); {load_average()}\n")
-        print(HEADER)
-        timings = run_sequential(port, args.requests, rng, SCENARIOS)
-        for name, samples in timings.items():
-            print(line(name, samples))
-        every_list_call = [s for name, samples in timings.items() if not name.startswith("baseline") for s in samples]
-        print(line("**all list calls**", every_list_call))
-        no_price = [s for name, samples in timings.items()
-                    if not name.startswith("baseline") and name not in PRICE_SCENARIOS for s in samples]
-        print(line("**list calls without a price filter or sort**", no_price))
-        samples, wall = run_concurrent(port, clients=4, per_client=max(25, args.requests // 2), seed=5)
-        print(f"\n4 concurrent clients, the list calls mixed: {len(samples) / wall:.1f} requests/s; {load_average()}\n")
-        print(HEADER)
-        print(line("mixed list calls, 4 clients", samples))
+    every: dict[str, list[Sample]] = {}
+    for index in ("true", "false"):
+        label = "from the list index" if index == "true" else "from the database (LIST_INDEX=false)"
+        with running_server(port, LIST_INDEX=index):
+            print(f"\n### {label}\n\nsequential, {args.requests} timed requests per call, random customers, "
+                  f"20-item pages (server: wsgiref + {WORKER_THREADS} threads, DEBUG off); {load_average()}\n")
+            print(HEADER)
+            timings = run_sequential(port, args.requests, rng, SCENARIOS)
+            for name, samples in timings.items():
+                print(line(name, samples))
+            every_list_call = [s for name, samples in timings.items() if not name.startswith("baseline")
+                               for s in samples]
+            every[index] = every_list_call
+            print(line("**all list calls**", every_list_call))
+            no_price = [s for name, samples in timings.items()
+                        if not name.startswith("baseline") and name not in PRICE_SCENARIOS for s in samples]
+            print(line("**list calls without a price filter or sort**", no_price))
+            if index == "true":
+                print("\n" + HEADER)
+                print(line("first call after a catalogue write (index rebuilt)", rebuilds(port, rng)))
+            samples, wall = run_concurrent(port, clients=4, per_client=max(25, args.requests // 2), seed=5)
+            print(f"\n4 concurrent clients, the list calls mixed: {len(samples) / wall:.1f} requests/s; "
+                  f"{load_average()}\n")
+            print(HEADER)
+            print(line("mixed list calls, 4 clients", samples))
+    ratio = statistics.median(s.app_cpu_ms + s.db_ms for s in every["false"]) / statistics.median(
+        s.app_cpu_ms + s.db_ms for s in every["true"])
+    print(f"\nall list calls, median app CPU + DB ms, database / index: {ratio:.1f}")
     print(f"\ndone; {load_average()}")
 
 

@@ -35,10 +35,11 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 from django.conf import settings
-from django.db import connections, router
+from django.db import connection, connections, router
+from django.db.models.expressions import RawSQL
 
 from catalogue.api.serializers import ListedReward
-from catalogue.filters import TIME_FILTERS, RewardFilterSet
+from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet
 from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward
 from catalogue.selectors import (
     PageRequest,
@@ -146,15 +147,13 @@ def catalogue_version() -> int | None:
 class BrandIndex:
     """One brand's rewards matching one set of untimed filters, in the list's order."""
 
-    def __init__(self, rows: list[tuple], groups: list[dict[str, frozenset[int]]], group_of: list[int]):
-        self.ids = np.array([r[0] for r in rows], dtype=np.int64)
-        self.columns = {
-            "start_time": np.array([micros(r[1]) for r in rows], dtype=np.int64),
-            "end_time": np.array([micros(r[2]) for r in rows], dtype=np.int64),
-            "created_at": np.array([micros(r[3]) for r in rows], dtype=np.int64),
-        }
+    def __init__(self, rows: np.ndarray, groups: list[dict[str, frozenset[int]]], group_of: np.ndarray):
+        """``rows``: (id, start, end, creation in epoch microseconds) per reward, in order."""
+        rows = rows.reshape(-1, 4)
+        self.ids = rows[:, 0].copy()
+        self.columns = {column: rows[:, i].copy() for i, column in enumerate(TIME_COLUMNS, start=1)}
         self.groups = groups  # group 0: no targets
-        self.group_of = np.array(group_of, dtype=np.int32)
+        self.group_of = np.asarray(group_of, dtype=np.int32)
         # The targeting rule over all groups at once: per kind, which groups target it and,
         # per target id, the groups that name it.
         self.targets_kind = {t.kind: np.array([t.kind in g for g in groups], dtype=bool) for t in TARGETINGS}
@@ -172,18 +171,26 @@ class BrandIndex:
         targets of all the brand's rewards (the link rows themselves, as the engine reads them)."""
         queryset = filterset.filter_queryset(Reward.objects.filter(org_id=brand.org_id, brand=brand))
         filterset.time_conditions.clear()  # collected again by each call
-        rows = list(queryset.values_list("pk", "start_time", "end_time", "created_at"))
+        # The instants as integer microseconds computed by PostgreSQL (EXTRACT returns an exact
+        # numeric): ~10× cheaper than making 3 datetimes per row in Python and converting them.
+        table = connection.ops.quote_name(Reward._meta.db_table)
+        epoch = {f"_{c}": RawSQL(f"(EXTRACT(EPOCH FROM {table}.{connection.ops.quote_name(c)}) * 1000000)::bigint", ())
+                 for c in TIME_COLUMNS}
+        rows = np.array(list(queryset.annotate(**epoch).values_list("pk", *epoch)), dtype=np.int64)
+        ids = rows.reshape(-1, 4)[:, 0]
         targets = brand_reward_targets(brand.pk)
+        targeted = set().union(*(targets[t.kind] for t in TARGETINGS))
         groups: list[dict[str, frozenset[int]]] = [{}]
         numbers: dict[tuple, int] = {(): 0}
-        group_of = []
-        for row in rows:
-            wanted = tuple((t.kind, frozenset(targets[t.kind][row[0]])) for t in TARGETINGS if row[0] in targets[t.kind])
+        group_of = np.zeros(len(ids), dtype=np.int32)  # untargeted: group 0
+        for position in np.flatnonzero(np.isin(ids, np.fromiter(targeted, dtype=np.int64, count=len(targeted)))):
+            pk = int(ids[position])
+            wanted = tuple((t.kind, frozenset(targets[t.kind][pk])) for t in TARGETINGS if pk in targets[t.kind])
             number = numbers.get(wanted)
             if number is None:
                 number = numbers[wanted] = len(groups)
                 groups.append(dict(wanted))
-            group_of.append(number)
+            group_of[position] = number
         return cls(rows, groups, group_of)
 
     def eligible_groups(self, facts: CustomerFacts) -> np.ndarray:

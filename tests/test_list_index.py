@@ -17,6 +17,7 @@ import threading
 from decimal import Decimal
 from unittest import mock
 
+import numpy as np
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
@@ -128,7 +129,7 @@ def test_eligible_groups_are_the_targeting_rule_group_by_group():
     for _ in range(300):  # one kind (R6) or several (MIXED), 1-3 targets each, ids 1-6
         chosen = rng.sample(kinds, rng.choice([1, 1, 1, 2, 3]))
         groups.append({kind: frozenset(rng.sample(range(1, 7), rng.randint(1, 3))) for kind in chosen})
-    index = list_index.BrandIndex([], groups, [])
+    index = list_index.BrandIndex(np.zeros((0, 4), dtype=np.int64), groups, np.zeros(0, dtype=np.int32))
     for _ in range(200):
         facts = CustomerFacts(*(frozenset(rng.sample(range(1, 7), rng.randint(0, 3))) for _ in TARGETINGS))
         expected = [targeting_refused(group, facts) is None for group in groups]
