@@ -26,6 +26,7 @@ A dry run does step 1 and the planning of step 2 without locks or writes.
 """
 
 import datetime
+import functools
 import hashlib
 import secrets
 import string
@@ -46,18 +47,22 @@ from catalogue.choices import (
     RedemptionType,
 )
 from catalogue.models import (
+    CartPromotion,
     CouponCode,
+    CouponSeries,
     CustomFieldDefinition,
     Customer,
     CustomerGroup,
     FulfillmentStatus,
     Organisation,
+    PaymentConfig,
     Reward,
     RewardConstraint,
+    VendorRedemptionConfig,
 )
 from catalogue.validation import custom_field_value_error
 
-from . import caches, jsonio, ledger, responses
+from . import caches, jsonio, ledger, rawsql, responses
 from .eligibility import CustomerFacts, reward_refusal, targets_and_facts
 from .errors import ErrorCode, IssuanceError, bad_request, insufficient_points, limit_reached, points_not_redeemable
 from .limits import LimitState, format_limit, limit_states
@@ -176,6 +181,7 @@ class _Context:
     customer: Customer
     group: CustomerGroup | None
     rewards: dict[int, Reward]
+    payment_configs: dict[int, list[PaymentConfig]]  # by reward id, in (reward, id) order
     facts: CustomerFacts
     targets: dict
     definitions: dict[str, CustomFieldDefinition]
@@ -256,11 +262,7 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         validation_row = validation_code_check(customer=customer, code=request.validation_code)
 
     reward_ids = {item.reward_id for _, item in items}
-    wanted = {"org": org, "pk__in": reward_ids} if brand is None else {"org": org, "pk__in": reward_ids, "brand": brand}
-    rewards_qs = Reward.objects.filter(**wanted).select_related(
-        "coupon_series", "cart_promotion", "vendor_redemption"
-    ).prefetch_related("payment_configs").order_by()  # by id below: no ORDER BY needed
-    rewards = {r.pk: r for r in rewards_qs}
+    rewards, payment_configs = _rewards_for(org, sorted(reward_ids), brand)
     missing = reward_ids - rewards.keys()
     if missing:
         raise IssuanceError(ErrorCode.REWARD_NOT_FOUND, f"Reward not found: {min(missing)}")
@@ -289,6 +291,7 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         customer=customer,
         group=group,
         rewards=rewards,
+        payment_configs=payment_configs,
         facts=facts,
         targets=targets,
         definitions=definitions,
@@ -299,17 +302,80 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
     )
 
 
+# The engine's reads and writes below are hand-written SQL (issuance.rawsql): compiling them
+# through the ORM cost more CPU than running them (measured: docs/performance.md).
+_REWARD = rawsql.Columns(Reward)
+_REWARD_RELATED = (  # what the engine reads of each reward, LEFT JOINed (select_related)
+    (Reward.coupon_series.field, rawsql.Columns(CouponSeries)),
+    (Reward.cart_promotion.field, rawsql.Columns(CartPromotion)),
+    (Reward.vendor_redemption.field, rawsql.Columns(VendorRedemptionConfig)),
+)
+_PAYMENT_CONFIG = rawsql.Columns(PaymentConfig)
+_CONSTRAINT = rawsql.Columns(RewardConstraint)
+
+
+@functools.lru_cache(maxsize=64)
+def _rewards_sql(count: int, brand: bool) -> tuple[str, str]:
+    """(rewards with their series, promotion and vendor config; their payment configs) for
+    ``count`` reward ids."""
+    reward = rawsql.quoted(Reward._meta.db_table)
+    columns, joins = [_REWARD.sql], []
+    for field, related in _REWARD_RELATED:
+        table = rawsql.quoted(related.alias)
+        columns.append(related.sql)
+        joins.append(f"LEFT JOIN {table} ON {table}.{rawsql.quoted(field.target_field.column)} = "
+                     f"{reward}.{rawsql.quoted(field.column)}")
+    ids = rawsql.placeholders(count)
+    rewards = (f"SELECT {', '.join(columns)} FROM {reward} {' '.join(joins)} "
+               f"WHERE {reward}.\"org_id\" = %s AND {reward}.\"id\" IN ({ids})"
+               + (f" AND {reward}.\"brand_id\" = %s" if brand else ""))
+    configs = (f"SELECT {_PAYMENT_CONFIG.sql} FROM {rawsql.quoted(PaymentConfig._meta.db_table)} "
+               f"WHERE \"reward_id\" IN ({ids}) ORDER BY \"reward_id\", \"id\"")
+    return rewards, configs
+
+
+def _rewards_for(org: Organisation, reward_ids: list[int], brand) -> tuple[dict[int, Reward], dict[int, list]]:
+    """The org's rewards of these ids (of the brand, when the call names one) with their coupon
+    series, cart promotion and vendor config, and their payment configs by reward id: two
+    queries, never cached (rewards and prices are read afresh on every call)."""
+    rewards_sql, configs_sql = _rewards_sql(len(reward_ids), brand is not None)
+    params = [org.pk, *reward_ids] + ([brand.pk] if brand is not None else [])
+    rewards = {}
+    for row in rawsql.fetch(rewards_sql, params):
+        reward = _REWARD.instance(row)
+        start = _REWARD.width
+        for field, related in _REWARD_RELATED:
+            field.set_cached_value(reward, related.instance(row, start))
+            start += related.width
+        rewards[reward.pk] = reward
+    configs: dict[int, list] = {pk: [] for pk in rewards}
+    if rewards:
+        for row in rawsql.fetch(configs_sql, reward_ids):
+            config = _PAYMENT_CONFIG.instance(row)
+            if config.reward_id in rewards:
+                PaymentConfig.reward.field.set_cached_value(config, rewards[config.reward_id])
+                configs[config.reward_id].append(config)
+    return rewards, configs
+
+
+@functools.lru_cache(maxsize=64)
+def _constraints_sql(reward_count: int, type_count: int) -> str:
+    return (f"SELECT {_CONSTRAINT.sql} FROM {rawsql.quoted(RewardConstraint._meta.db_table)} "
+            f"WHERE \"org_id\" = %s AND \"is_active\" = %s AND (\"reward_id\" IN ({rawsql.placeholders(reward_count)}) "
+            f"OR (\"level\" = %s AND \"redemption_type\" IN ({rawsql.placeholders(type_count)}))) ORDER BY \"id\"")
+
+
 def _constraints_for(org: Organisation, rewards) -> list[RewardConstraint]:
     """The active limits that may apply to these rewards (one query, never cached: a new or
     changed limit applies to the next call): their own and the org-level limits of their
     redemption types."""
     rewards = list(rewards)
-    return list(
-        RewardConstraint.objects.filter(org=org, is_active=True).filter(
-            Q(reward_id__in=[r.pk for r in rewards])
-            | Q(level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, redemption_type__in={r.redemption_type for r in rewards})
-        ).order_by("pk")
-    )
+    if not rewards:
+        return []
+    reward_ids = [r.pk for r in rewards]
+    types = sorted({r.redemption_type for r in rewards})
+    params = [org.pk, True, *reward_ids, ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, *types]
+    return [_CONSTRAINT.instance(row) for row in rawsql.fetch(_constraints_sql(len(reward_ids), len(types)), params)]
 
 
 def _brand(org: Organisation, name: str | None):
@@ -370,7 +436,7 @@ def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[Li
     for plan in plans:
         if plan.replay is not None:
             continue
-        configs = list(plan.reward.payment_configs.all())
+        configs = ctx.payment_configs[plan.reward.pk]
         try:
             config = payment_config_choose(plan.reward, configs, plan.item.payment, single=single)
         except IssuanceError as error:
