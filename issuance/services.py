@@ -36,7 +36,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
-from django.db.models import CharField, Func, Q, Value
 from django.utils import timezone
 
 from catalogue.choices import (
@@ -521,6 +520,27 @@ def _paying_account(ctx: _Context) -> tuple[PointsAccount, PointsAccount]:
     return (ledger.account_for_group(ctx.group) if ctx.group else own), own
 
 
+_ACCOUNT = rawsql.Columns(PointsAccount)
+_RECORD = rawsql.Columns(IdempotencyRecord)
+
+
+@functools.lru_cache(maxsize=32)
+def _lock_accounts_sql(customers: int, groups: int) -> str:
+    """Params: the lock timeout (PostgreSQL only), the customer ids, the group ids."""
+    whose = f'"customer_id" IN ({rawsql.placeholders(customers)})'
+    if groups:
+        whose += f' OR "group_id" IN ({rawsql.placeholders(groups)})'
+    # The transaction's lock timeout, set by the locking statement itself (one round trip
+    # instead of a SET LOCAL before it): set_config(..., is_local => true) is SET LOCAL, and
+    # PostgreSQL computes a row's select list below the LockRows node, so it is in force before
+    # the first row lock is waited for, and for the rest of the transaction (the idempotency
+    # records, the limited rewards).
+    timeout = ", set_config('lock_timeout', %s, true)" if connection.vendor == "postgresql" else ""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (f"SELECT {_ACCOUNT.sql}{timeout} FROM {rawsql.quoted(PointsAccount._meta.db_table)} "
+            f'WHERE {whose} ORDER BY "id"{lock}')
+
+
 def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     """Lock every account the call touches — each customer's own (limits are per customer)
     and each paying group's — in one primary-key-ordered statement; returns the paying
@@ -528,20 +548,11 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     postgresql = connection.vendor == "postgresql"
     customer_ids = [ctx.customer.pk for ctx in ctxs]
     group_ids = [ctx.group.pk for ctx in ctxs if ctx.group is not None]
-    whose = Q(customer_id__in=customer_ids)
-    if group_ids:
-        whose |= Q(group_id__in=group_ids)
+    sql = _lock_accounts_sql(len(customer_ids), len(group_ids))
+    params = ([f"{LOCK_TIMEOUT_MS}ms"] if postgresql else []) + customer_ids + group_ids  # read at each call: tests lower it
 
     def lock() -> list[PointsAccount]:
-        accounts = PointsAccount.objects.select_for_update(of=("self",)).filter(whose).order_by("pk")
-        if postgresql:
-            # The transaction's lock timeout, set by the locking statement itself (one round
-            # trip instead of a SET LOCAL before it): set_config(..., is_local => true) is
-            # SET LOCAL, and PostgreSQL computes a row's select list below the LockRows node,
-            # so it is in force before the first row lock is waited for, and for the rest of
-            # the transaction (the idempotency records, the limited rewards).
-            accounts = accounts.annotate(_lock_timeout=_lock_timeout_set())
-        return list(accounts)
+        return [_ACCOUNT.instance(row) for row in rawsql.fetch(sql, params)]
 
     locked = lock()
     if len(locked) < len(customer_ids) + len(group_ids):  # first use: create, then lock
@@ -556,21 +567,18 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     return {ctx.org.pk: by_group[ctx.group.pk] if ctx.group else by_customer[ctx.customer.pk] for ctx in ctxs}
 
 
-def _lock_timeout_set() -> Func:
-    """set_config of the lock timeout (LOCK_TIMEOUT_MS read at each call: tests lower it)."""
-    return Func(Value("lock_timeout"), Value(f"{LOCK_TIMEOUT_MS}ms"), Value(True), function="set_config",
-                output_field=CharField())
+@functools.lru_cache(maxsize=32)
+def _lock_records_sql(count: int) -> str:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (f"SELECT {_RECORD.sql} FROM {rawsql.quoted(IdempotencyRecord._meta.db_table)} "
+            f'WHERE "org_id" = %s AND "request_id" IN ({rawsql.placeholders(count)}) ORDER BY "request_id"{lock}')
 
 
 def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
     ids = sorted({i.request_id for _, i in ctx.items if i.request_id})
     if not ids:
         return {}
-    rows = list(
-        IdempotencyRecord.objects.select_for_update(of=("self",))
-        .filter(org=ctx.org, request_id__in=ids)
-        .order_by("request_id")
-    )
+    rows = [_RECORD.instance(row) for row in rawsql.fetch(_lock_records_sql(len(ids)), [ctx.org.pk, *ids])]
     _records_lines(rows)
     return {r.request_id: r for r in rows}
 
@@ -851,13 +859,14 @@ def _line_work(plan: LinePlan, ctx: _Context, codes) -> _LineWork:
     return work
 
 
+_INSERTS = {model: rawsql.Insert(model) for model in (Issuance, IssuanceLine, IssuedUnit, FulfillmentChange,
+                                                       IdempotencyRecord)}
+
+
 def _insert(objs: list) -> None:
     """INSERT new rows, all in one statement when there are several (their ids come back)."""
-    if len(objs) == 1 or not connection.features.can_return_rows_from_bulk_insert:
-        for obj in objs:
-            obj.save(force_insert=True)
-    elif objs:
-        type(objs[0]).objects.bulk_create(objs)
+    if objs:
+        _INSERTS[type(objs[0])].run(objs)
 
 
 def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: PointsAccount, ctx: _Context) -> None:
@@ -1005,7 +1014,7 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
             # Written once, with the status its lines give it.
             issuance = _new_issuance(ctx, paying)
             issuance.status, issuance.response_code = _issuance_status(new, request.mode)
-            issuance.save()
+            _insert([issuance])
             issuances.append(issuance)
         _write_lines(works, issuance, paying, ctx)
         outcomes.extend(responses.Outcome(plan=w.plan, line=w.line) for w in works)

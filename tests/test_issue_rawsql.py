@@ -152,3 +152,62 @@ def test_targets_and_facts_are_what_the_orm_union_gives(org, brand, customer):
     assert raw == (eligibility.reward_targets(ids), eligibility.customer_facts(customer))
     assert raw == eligibility._read(eligibility._links(ids) + eligibility._held(customer))
     assert raw[1].partitions == {partitions[0].pk} and raw[1].card_series == {series[0].pk}
+
+
+def _line(org, customer, reward, **extra):
+    from issuance.models import IssuanceLine, LineStatus
+
+    return IssuanceLine(
+        issuance=f.IssuanceFactory(org=org, customer=customer), org=org, customer=customer, reward=reward,
+        redemption_type=reward.redemption_type, request_id=None, requested_quantity=2, planned_units=2,
+        status=LineStatus.ISSUED, points_per_unit=Decimal("7.2500"), redemption_value=None,
+        conversion_ratio=Decimal("0.125000"), tender={"amount": Decimal("1.10"), "when": "x"}, custom_fields=None,
+        params=[1, "a", {"b": None}], **extra,
+    )
+
+
+def test_an_insert_writes_what_save_writes(org, brand, customer, rich_reward):
+    """Two lines built alike, one saved by the ORM, one by rawsql.Insert: read back, the same."""
+    from issuance.models import IssuanceLine
+    from issuance.rawsql import Insert
+
+    reward, _plain = rich_reward
+    by_orm, by_sql, more = (_line(org, customer, reward) for _ in range(3))
+    by_orm.save(force_insert=True)
+    Insert(IssuanceLine).run([by_sql, more])
+
+    assert by_sql.pk and more.pk and by_sql._state.adding is False and by_sql._state.db == "default"
+    stored = {line.pk: line for line in IssuanceLine.objects.filter(pk__in=[by_orm.pk, by_sql.pk, more.pk])}
+    expected = values(stored[by_orm.pk])
+    for pk in (by_sql.pk, more.pk):
+        got = values(stored[pk])
+        for name in ("id", "issuance_id", "created_at", "updated_at"):
+            got.pop(name), expected.pop(name, None)
+        assert got == expected
+    assert stored[by_sql.pk].created_at.tzinfo is not None
+    assert stored[by_sql.pk].custom_fields is None and stored[by_sql.pk].params == [1, "a", {"b": None}]
+
+
+def test_a_ledger_entry_and_balance_are_written_exactly(customer, account):
+    from issuance import ledger
+    from issuance.models import LedgerEntry, PointsAccount
+
+    entry = ledger.points_debit(account_id=account.pk, amount=Decimal("0.0001"), reason="r")
+
+    stored = LedgerEntry.objects.get(pk=entry.pk)
+    assert stored.amount == Decimal("-0.0001") and stored.balance_after == Decimal("99999.9999")
+    assert values(stored)["amount"] == values(entry)["amount"]
+    assert PointsAccount.objects.get(pk=account.pk).balance == Decimal("99999.9999")
+    assert ledger.account_check(account.pk).ok
+
+
+def test_an_update_of_a_vanished_row_fails_like_save(customer, account):
+    from django.db import DatabaseError
+
+    from issuance.models import PointsAccount
+    from issuance.rawsql import update
+
+    ghost = PointsAccount.objects.get(pk=account.pk)
+    ghost.pk = 10**9
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        update(ghost, "balance", "updated_at")
