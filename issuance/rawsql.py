@@ -17,7 +17,7 @@ to catalogue metadata). Plain SQL that runs on PostgreSQL and SQLite: IN lists a
 
 import functools
 
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.models import Model
 
 
@@ -70,16 +70,18 @@ class Columns:
         values = list(row[start:start + self.width])
         if values[self._pk_index] is None:
             return None
-        for index, converters, col in self._converters:
-            value = values[index]
-            for converter in converters:
-                value = converter(value, col, connection)
-            values[index] = value
-        return self.model.from_db(connection.alias, self.attnames, values)
+        if self._converters:
+            db = connections[DEFAULT_DB_ALIAS]
+            for index, converters, col in self._converters:
+                value = values[index]
+                for converter in converters:
+                    value = converter(value, col, db)
+                values[index] = value
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
 
 
 def fetch(sql: str, params) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -102,38 +104,40 @@ class Insert:
             sql += f" RETURNING {quoted(meta.pk.column)}"
         return sql
 
-    def _params(self, obj: Model) -> list:
+    def _params(self, obj: Model, db) -> list:
         obj._prepare_related_fields_for_save(operation_name="save")
-        return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in self.fields]
+        return [f.get_db_prep_save(f.pre_save(obj, True), db) for f in self.fields]
 
     def run(self, objs: list[Model]) -> None:
         """Insert ``objs`` (one statement when there are several and the database returns
         their ids) and set their primary keys, as ``save(force_insert=True)`` does."""
         if not objs:
             return
-        batches = [objs] if connection.features.can_return_rows_from_bulk_insert else [[o] for o in objs]
-        with connection.cursor() as cursor:
+        db = connections[DEFAULT_DB_ALIAS]  # the proxy ``connection`` costs a lookup per attribute
+        batches = [objs] if db.features.can_return_rows_from_bulk_insert else [[o] for o in objs]
+        with db.cursor() as cursor:
             for batch in batches:
-                params = [value for obj in batch for value in self._params(obj)]
+                params = [value for obj in batch for value in self._params(obj, db)]
                 cursor.execute(self._sql(len(batch)), params)
-                if connection.features.can_return_columns_from_insert:
+                if db.features.can_return_columns_from_insert:
                     ids = [row[0] for row in cursor.fetchall()]
                 else:
-                    ids = [connection.ops.last_insert_id(cursor, self.model._meta.db_table, self.model._meta.pk.column)]
+                    ids = [db.ops.last_insert_id(cursor, self.model._meta.db_table, self.model._meta.pk.column)]
                 for obj, pk in zip(batch, ids, strict=True):
                     obj.pk = pk
                     obj._state.adding = False
-                    obj._state.db = connection.alias
+                    obj._state.db = db.alias
 
 
 def update(obj: Model, *names: str) -> None:
     """``UPDATE`` of the named fields of a saved instance (``auto_now`` ones refreshed), as
     ``save(update_fields=names)`` does, and the same error when no row matched."""
     meta = obj._meta
+    db = connections[DEFAULT_DB_ALIAS]
     fields = [meta.get_field(name) for name in names]
     sets = ", ".join(f"{quoted(f.column)} = %s" for f in fields)
-    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
-    with connection.cursor() as cursor:
+    params = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields]
+    with db.cursor() as cursor:
         cursor.execute(f"UPDATE {quoted(meta.db_table)} SET {sets} WHERE {quoted(meta.pk.column)} = %s",
                        [*params, obj.pk])
         if cursor.rowcount == 0:

@@ -314,9 +314,9 @@ _CONSTRAINT = rawsql.Columns(RewardConstraint)
 
 
 @functools.lru_cache(maxsize=64)
-def _rewards_sql(count: int, brand: bool) -> tuple[str, str]:
-    """(rewards with their series, promotion and vendor config; their payment configs) for
-    ``count`` reward ids."""
+def _rewards_sql(count: int, brand: bool) -> str:
+    """The rewards of ``count`` ids with their series, promotion, vendor config (at most one
+    each) and payment configs (a row per config: at most five), by (reward, config) id."""
     reward = rawsql.quoted(Reward._meta.db_table)
     columns, joins = [_REWARD.sql], []
     for field, related in _REWARD_RELATED:
@@ -324,36 +324,37 @@ def _rewards_sql(count: int, brand: bool) -> tuple[str, str]:
         columns.append(related.sql)
         joins.append(f"LEFT JOIN {table} ON {table}.{rawsql.quoted(field.target_field.column)} = "
                      f"{reward}.{rawsql.quoted(field.column)}")
-    ids = rawsql.placeholders(count)
-    rewards = (f"SELECT {', '.join(columns)} FROM {reward} {' '.join(joins)} "
-               f"WHERE {reward}.\"org_id\" = %s AND {reward}.\"id\" IN ({ids})"
-               + (f" AND {reward}.\"brand_id\" = %s" if brand else ""))
-    configs = (f"SELECT {_PAYMENT_CONFIG.sql} FROM {rawsql.quoted(PaymentConfig._meta.db_table)} "
-               f"WHERE \"reward_id\" IN ({ids}) ORDER BY \"reward_id\", \"id\"")
-    return rewards, configs
+    configs = rawsql.quoted(_PAYMENT_CONFIG.alias)
+    columns.append(_PAYMENT_CONFIG.sql)
+    joins.append(f'LEFT JOIN {configs} ON {configs}."reward_id" = {reward}."id"')
+    return (f"SELECT {', '.join(columns)} FROM {reward} {' '.join(joins)} "
+            f'WHERE {reward}."org_id" = %s AND {reward}."id" IN ({rawsql.placeholders(count)})'
+            + (f' AND {reward}."brand_id" = %s' if brand else "")
+            + f' ORDER BY {reward}."id", {configs}."id"')
 
 
 def _rewards_for(org: Organisation, reward_ids: list[int], brand) -> tuple[dict[int, Reward], dict[int, list]]:
     """The org's rewards of these ids (of the brand, when the call names one) with their coupon
-    series, cart promotion and vendor config, and their payment configs by reward id: two
-    queries, never cached (rewards and prices are read afresh on every call)."""
-    rewards_sql, configs_sql = _rewards_sql(len(reward_ids), brand is not None)
+    series, cart promotion and vendor config (as ``select_related`` gives them), and their
+    payment configs by reward id in id order (as ``prefetch_related`` gives them): one query,
+    never cached (rewards and prices are read afresh on every call)."""
     params = [org.pk, *reward_ids] + ([brand.pk] if brand is not None else [])
-    rewards = {}
-    for row in rawsql.fetch(rewards_sql, params):
-        reward = _REWARD.instance(row)
-        start = _REWARD.width
-        for field, related in _REWARD_RELATED:
-            field.set_cached_value(reward, related.instance(row, start))
-            start += related.width
-        rewards[reward.pk] = reward
-    configs: dict[int, list] = {pk: [] for pk in rewards}
-    if rewards:
-        for row in rawsql.fetch(configs_sql, reward_ids):
-            config = _PAYMENT_CONFIG.instance(row)
-            if config.reward_id in rewards:
-                PaymentConfig.reward.field.set_cached_value(config, rewards[config.reward_id])
-                configs[config.reward_id].append(config)
+    rewards: dict[int, Reward] = {}
+    configs: dict[int, list] = {}
+    configs_start = _REWARD.width + sum(related.width for _field, related in _REWARD_RELATED)
+    for row in rawsql.fetch(_rewards_sql(len(reward_ids), brand is not None), params):
+        reward = rewards.get(row[0])  # the reward's id: its first column
+        if reward is None:
+            reward = _REWARD.instance(row)
+            start = _REWARD.width
+            for field, related in _REWARD_RELATED:
+                field.set_cached_value(reward, related.instance(row, start))
+                start += related.width
+            rewards[reward.pk], configs[reward.pk] = reward, []
+        config = _PAYMENT_CONFIG.instance(row, configs_start)
+        if config is not None:
+            PaymentConfig.reward.field.set_cached_value(config, reward)
+            configs[reward.pk].append(config)
     return rewards, configs
 
 
@@ -871,8 +872,8 @@ def _insert(objs: list) -> None:
 
 def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: PointsAccount, ctx: _Context) -> None:
     """Write the lines of one org, each once with its outcome: the new lines (one INSERT),
-    their units (one INSERT), then line by line in request order the hold or the deduction
-    (account row + ledger entry); an earlier attempt's line is updated."""
+    their units (one INSERT), the vendor lines' holds, then the deductions (one account UPDATE,
+    one INSERT of their ledger entries, in request order); an earlier attempt's line is updated."""
     new = [w for w in works if w.new]
     for work in new:
         work.line.issuance = issuance
@@ -891,24 +892,24 @@ def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: Poi
         for w in new if w.plan.fulfillment is not None
     ]
     _insert(changes)
+    # Holds first, then the deductions in line order: _check_points made sure the call's
+    # points (held and deducted) are all available, so no order refuses one.
     for work in works:
-        plan, line = work.plan, work.line
-        refs: list[str] = []
         if work.hold > 0:
             ledger.points_hold_locked(account, amount=work.hold)
-        if work.points > 0:
-            entry = ledger.points_redeem_locked(
-                account,
-                amount=work.points,
-                reason=f"Reward {plan.reward.pk} × {len(work.units)} (line {line.pk})",
-                actor=ctx.request.actor,
-                line=line,
-            )
-            refs.append(entry.reference_id)
+    paid = [w for w in works if w.points > 0]
+    entries = ledger.points_redeem_many_locked(
+        account,
+        [(w.points, f"Reward {w.plan.reward.pk} × {len(w.units)} (line {w.line.pk})", w.line) for w in paid],
+        actor=ctx.request.actor,
+    )
+    refs = {id(work): [entry.reference_id] for work, entry in zip(paid, entries, strict=True)}
+    for work in works:
+        line = work.line
         if work.new:
             if line.status != LineStatus.PENDING:
                 # A new line's units and references are all here: the response needs no re-read.
-                line.written = responses.Written(units=work.units, refs=refs)
+                line.written = responses.Written(units=work.units, refs=refs.get(id(work), []))
         else:
             line.save()
 

@@ -211,3 +211,33 @@ def test_an_update_of_a_vanished_row_fails_like_save(customer, account):
     ghost.pk = 10**9
     with pytest.raises(DatabaseError, match="did not affect any rows"):
         update(ghost, "balance", "updated_at")
+
+
+def test_several_redemptions_are_written_as_one_by_one(customer, account):
+    """points_redeem_many_locked: the entries and balance points_redeem_locked gives line by
+    line, in two statements."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from issuance import ledger
+    from issuance.models import LedgerEntry, PointsAccount
+
+    with transaction.atomic():
+        locked = ledger.account_lock(account.pk)
+        with CaptureQueriesContext(connection) as ctx:
+            entries = ledger.points_redeem_many_locked(
+                locked, [(Decimal("10.5"), "a", None), (Decimal("0.0001"), "b", None)])
+    assert len(ctx.captured_queries) == 2
+    stored = list(LedgerEntry.objects.filter(account=account).order_by("id"))
+    assert [(e.pk, e.amount, e.balance_after, e.reason) for e in stored] == [
+        (entries[0].pk, Decimal("-10.5"), Decimal("99989.5"), "a"),
+        (entries[1].pk, Decimal("-0.0001"), Decimal("99989.4999"), "b"),
+    ]
+    assert PointsAccount.objects.get(pk=account.pk).balance == Decimal("99989.4999")
+    assert ledger.account_check(account.pk).ok
+
+    with transaction.atomic():
+        locked = ledger.account_lock(account.pk)
+        with pytest.raises(ledger.LedgerError):
+            ledger.points_redeem_many_locked(locked, [(Decimal("1"), "c", None), (Decimal("1000000"), "d", None)])
+    assert LedgerEntry.objects.filter(account=account).count() == 2
