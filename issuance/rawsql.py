@@ -16,9 +16,11 @@ to catalogue metadata). Plain SQL that runs on PostgreSQL and SQLite: IN lists a
 """
 
 import functools
+from collections.abc import Callable
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
-from django.db.models import Model
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
 
 
 def placeholders(count: int) -> str:
@@ -142,3 +144,68 @@ def update(obj: Model, *names: str) -> None:
                        [*params, obj.pk])
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
+
+
+class CompiledQuery:
+    """A queryset compiled once per process and run with fresh values for its parameters,
+    giving the instances the queryset gives: the ORM's own SQL, converters, ``select_related``
+    populators and annotations, without building and compiling the query on every call.
+
+    ``build(**values)`` returns the queryset; it is called once, with a unique placeholder
+    string for each named value, each of which must come out as exactly one SQL parameter."""
+
+    def __init__(self, build: Callable[..., QuerySet], *names: str):
+        self._build, self._names = build, names
+
+    @functools.cached_property
+    def _compiled(self) -> dict:
+        marks = {name: f"rawsql-placeholder-{name}-{id(self)}" for name in self._names}
+        compiler = self._build(**marks).query.get_compiler(DEFAULT_DB_ALIAS)
+        sql, params = compiler.as_sql()
+        params = list(params)
+        slots = {}
+        for name, mark in marks.items():
+            found = [i for i, p in enumerate(params) if p == mark]
+            if len(found) != 1:
+                raise ValueError(f"{name} must be exactly one parameter of the query, not {len(found)}")
+            slots[name] = found[0]
+        select, klass_info = compiler.select, compiler.klass_info
+        fields = klass_info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        return {
+            "sql": sql,
+            "params": params,
+            "slots": slots,
+            "model": klass_info["model"],
+            "model_slice": slice(start, end),
+            "init_list": [s[0].target.attname for s in select[start:end]],
+            "populators": get_related_populators(klass_info, select, DEFAULT_DB_ALIAS),
+            "annotations": dict(compiler.annotation_col_map),
+            "converters": list(compiler.get_converters([s[0] for s in select[0:compiler.col_count]]).items()),
+        }
+
+    def all(self, **values) -> list[Model]:
+        c = self._compiled
+        params = list(c["params"])
+        for name, value in values.items():
+            params[c["slots"][name]] = value
+        db = connections[DEFAULT_DB_ALIAS]
+        with db.cursor() as cursor:
+            cursor.execute(c["sql"], params)
+            rows = cursor.fetchall()
+        objs = []
+        for row in rows:
+            if c["converters"]:
+                row = list(row)
+                for index, (converters, expression) in c["converters"]:
+                    value = row[index]
+                    for converter in converters:
+                        value = converter(value, expression, db)
+                    row[index] = value
+            obj = c["model"].from_db(DEFAULT_DB_ALIAS, c["init_list"], row[c["model_slice"]])
+            for populator in c["populators"]:
+                populator.populate(row, obj)
+            for attr, position in c["annotations"].items():
+                setattr(obj, attr, row[position])
+            objs.append(obj)
+        return objs

@@ -241,3 +241,37 @@ def test_several_redemptions_are_written_as_one_by_one(customer, account):
         with pytest.raises(ledger.LedgerError):
             ledger.points_redeem_many_locked(locked, [(Decimal("1"), "c", None), (Decimal("1000000"), "d", None)])
     assert LedgerEntry.objects.filter(account=account).count() == 2
+
+
+def test_a_compiled_query_gives_what_its_queryset_gives(api_user, org, django_assert_num_queries):
+    """The Basic-auth user query, compiled once: the same user, profile, org and permission
+    answer as its queryset, for any username, and nothing read later."""
+    from django.core.exceptions import ObjectDoesNotExist
+
+    from issuance.api import authentication as auth
+
+    for user in (api_user, f.UserFactory()):  # with and without a profile
+        (got,) = auth._USER_BY_NAME.all(username=user.username)
+        (expected,) = auth._user_by_name(user.username)
+        assert_same(got, expected)
+        assert getattr(got, auth.API_ALLOWED) is getattr(expected, auth.API_ALLOWED)
+        with django_assert_num_queries(0):
+            if hasattr(expected, "profile"):
+                assert_same(got.profile, expected.profile)
+                assert_same(got.profile.org, expected.profile.org)
+                assert got.profile.user is got
+            else:
+                with pytest.raises(ObjectDoesNotExist):
+                    got.profile
+    assert getattr(auth._USER_BY_NAME.all(username=api_user.username)[0], auth.API_ALLOWED) is True
+    assert auth._USER_BY_NAME.all(username="nobody") == []
+
+
+def test_a_compiled_query_needs_each_value_as_one_parameter():
+    from django.contrib.auth.models import User
+
+    from issuance.rawsql import CompiledQuery
+
+    twice = CompiledQuery(lambda name: User.objects.filter(username=name, first_name=name), "name")
+    with pytest.raises(ValueError, match="exactly one parameter"):
+        twice.all(name="x")
