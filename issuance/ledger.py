@@ -2,7 +2,7 @@
 
 Every function that changes an account takes the account's row lock
 (``SELECT ... FOR UPDATE``) inside the caller's or its own ``transaction.atomic()``,
-writes one append-only ``LedgerEntry`` and updates ``balance`` in the same transaction,
+writes one append-only ``LedgerEntry`` per change and updates ``balance`` in the same transaction,
 so ``balance == opening_balance + sum(entries)`` holds after any interleaving or crash.
 Several accounts are always locked in primary-key order (``accounts_lock``).
 """

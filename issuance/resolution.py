@@ -7,8 +7,8 @@ from django.db.models import Exists, OuterRef, Q
 
 from catalogue.models import Brand, Customer, CustomerGroup, Organisation, Till
 
-from .rawsql import Columns, fetch, quoted
 from .errors import ErrorCode, IssuanceError, group_invalid, group_not_member
+from .rawsql import Columns, fetch, quoted
 
 
 @dataclass(frozen=True)

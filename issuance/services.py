@@ -361,8 +361,8 @@ def _rewards_for(org: Organisation, reward_ids: list[int], brand) -> tuple[dict[
 @functools.lru_cache(maxsize=64)
 def _constraints_sql(reward_count: int, type_count: int) -> str:
     return (f"SELECT {_CONSTRAINT.sql} FROM {rawsql.quoted(RewardConstraint._meta.db_table)} "
-            f"WHERE \"org_id\" = %s AND \"is_active\" = %s AND (\"reward_id\" IN ({rawsql.placeholders(reward_count)}) "
-            f"OR (\"level\" = %s AND \"redemption_type\" IN ({rawsql.placeholders(type_count)}))) ORDER BY \"id\"")
+            f'WHERE "org_id" = %s AND "is_active" = %s AND ("reward_id" IN ({rawsql.placeholders(reward_count)}) '
+            f'OR ("level" = %s AND "redemption_type" IN ({rawsql.placeholders(type_count)}))) ORDER BY "id"')
 
 
 def _constraints_for(org: Organisation, rewards) -> list[RewardConstraint]:
@@ -436,7 +436,7 @@ def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[Li
     for plan in plans:
         if plan.replay is not None:
             continue
-        configs = ctx.payment_configs[plan.reward.pk]
+        configs = list(ctx.payment_configs[plan.reward.pk])
         try:
             config = payment_config_choose(plan.reward, configs, plan.item.payment, single=single)
         except IssuanceError as error:
@@ -550,7 +550,8 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     customer_ids = [ctx.customer.pk for ctx in ctxs]
     group_ids = [ctx.group.pk for ctx in ctxs if ctx.group is not None]
     sql = _lock_accounts_sql(len(customer_ids), len(group_ids))
-    params = ([f"{LOCK_TIMEOUT_MS}ms"] if postgresql else []) + customer_ids + group_ids  # read at each call: tests lower it
+    timeout = [f"{LOCK_TIMEOUT_MS}ms"] if postgresql else []  # read at each call: tests lower it
+    params = timeout + customer_ids + group_ids
 
     def lock() -> list[PointsAccount]:
         return [_ACCOUNT.instance(row) for row in rawsql.fetch(sql, params)]

@@ -100,7 +100,8 @@ def test_constraints_read_as_the_orm_reads_them(org, brand, rich_reward):
     reward, plain = rich_reward
     make = cm.RewardConstraint.objects.create
     mine = make(org=org, reward=reward, level=ConstraintLevel.CUSTOMER, frequency=Frequency.DAYS,
-                kpi=ConstraintKpi.REDEMPTION_VALUE, limit_value=Decimal("12.5000"), cycle_start=datetime.date(2024, 2, 29))
+                kpi=ConstraintKpi.REDEMPTION_VALUE, limit_value=Decimal("12.5000"),
+                cycle_start=datetime.date(2024, 2, 29))
     by_type = make(org=org, redemption_type=RedemptionType.INTOUCH_REWARD,
                    level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, frequency=Frequency.DAYS, limit_value=3)
     make(org=org, reward=reward, level=ConstraintLevel.REWARD, frequency=Frequency.DAYS, limit_value=1,
