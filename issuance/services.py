@@ -26,6 +26,7 @@ A dry run does step 1 and the planning of step 2 without locks or writes.
 """
 
 import datetime
+import functools
 import hashlib
 import secrets
 import string
@@ -35,7 +36,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
-from django.db.models import CharField, Func, Q, Value
 from django.utils import timezone
 
 from catalogue.choices import (
@@ -46,18 +46,22 @@ from catalogue.choices import (
     RedemptionType,
 )
 from catalogue.models import (
+    CartPromotion,
     CouponCode,
+    CouponSeries,
     CustomFieldDefinition,
     Customer,
     CustomerGroup,
     FulfillmentStatus,
     Organisation,
+    PaymentConfig,
     Reward,
     RewardConstraint,
+    VendorRedemptionConfig,
 )
 from catalogue.validation import custom_field_value_error
 
-from . import caches, jsonio, ledger, responses
+from . import caches, jsonio, ledger, rawsql, responses
 from .eligibility import CustomerFacts, reward_refusal, targets_and_facts
 from .errors import ErrorCode, IssuanceError, bad_request, insufficient_points, limit_reached, points_not_redeemable
 from .limits import LimitState, format_limit, limit_states
@@ -176,6 +180,7 @@ class _Context:
     customer: Customer
     group: CustomerGroup | None
     rewards: dict[int, Reward]
+    payment_configs: dict[int, list[PaymentConfig]]  # by reward id, in (reward, id) order
     facts: CustomerFacts
     targets: dict
     definitions: dict[str, CustomFieldDefinition]
@@ -256,11 +261,7 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         validation_row = validation_code_check(customer=customer, code=request.validation_code)
 
     reward_ids = {item.reward_id for _, item in items}
-    wanted = {"org": org, "pk__in": reward_ids} if brand is None else {"org": org, "pk__in": reward_ids, "brand": brand}
-    rewards_qs = Reward.objects.filter(**wanted).select_related(
-        "coupon_series", "cart_promotion", "vendor_redemption"
-    ).prefetch_related("payment_configs").order_by()  # by id below: no ORDER BY needed
-    rewards = {r.pk: r for r in rewards_qs}
+    rewards, payment_configs = _rewards_for(org, sorted(reward_ids), brand)
     missing = reward_ids - rewards.keys()
     if missing:
         raise IssuanceError(ErrorCode.REWARD_NOT_FOUND, f"Reward not found: {min(missing)}")
@@ -289,6 +290,7 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
         customer=customer,
         group=group,
         rewards=rewards,
+        payment_configs=payment_configs,
         facts=facts,
         targets=targets,
         definitions=definitions,
@@ -299,17 +301,81 @@ def _context(request: IssueRequest, org: Organisation, items, till, now: datetim
     )
 
 
+# The engine's reads and writes below are hand-written SQL (issuance.rawsql): compiling them
+# through the ORM cost more CPU than running them (measured: docs/performance.md).
+_REWARD = rawsql.Columns(Reward)
+_REWARD_RELATED = (  # what the engine reads of each reward, LEFT JOINed (select_related)
+    (Reward.coupon_series.field, rawsql.Columns(CouponSeries)),
+    (Reward.cart_promotion.field, rawsql.Columns(CartPromotion)),
+    (Reward.vendor_redemption.field, rawsql.Columns(VendorRedemptionConfig)),
+)
+_PAYMENT_CONFIG = rawsql.Columns(PaymentConfig)
+_CONSTRAINT = rawsql.Columns(RewardConstraint)
+
+
+@functools.lru_cache(maxsize=64)
+def _rewards_sql(count: int, brand: bool) -> str:
+    """The rewards of ``count`` ids with their series, promotion, vendor config (at most one
+    each) and payment configs (a row per config: at most five), by (reward, config) id."""
+    reward = rawsql.quoted(Reward._meta.db_table)
+    columns, joins = [_REWARD.sql], []
+    for field, related in _REWARD_RELATED:
+        table = rawsql.quoted(related.alias)
+        columns.append(related.sql)
+        joins.append(f"LEFT JOIN {table} ON {table}.{rawsql.quoted(field.target_field.column)} = "
+                     f"{reward}.{rawsql.quoted(field.column)}")
+    configs = rawsql.quoted(_PAYMENT_CONFIG.alias)
+    columns.append(_PAYMENT_CONFIG.sql)
+    joins.append(f'LEFT JOIN {configs} ON {configs}."reward_id" = {reward}."id"')
+    return (f"SELECT {', '.join(columns)} FROM {reward} {' '.join(joins)} "
+            f'WHERE {reward}."org_id" = %s AND {reward}."id" IN ({rawsql.placeholders(count)})'
+            + (f' AND {reward}."brand_id" = %s' if brand else "")
+            + f' ORDER BY {reward}."id", {configs}."id"')
+
+
+def _rewards_for(org: Organisation, reward_ids: list[int], brand) -> tuple[dict[int, Reward], dict[int, list]]:
+    """The org's rewards of these ids (of the brand, when the call names one) with their coupon
+    series, cart promotion and vendor config (as ``select_related`` gives them), and their
+    payment configs by reward id in id order (as ``prefetch_related`` gives them): one query,
+    never cached (rewards and prices are read afresh on every call)."""
+    params = [org.pk, *reward_ids] + ([brand.pk] if brand is not None else [])
+    rewards: dict[int, Reward] = {}
+    configs: dict[int, list] = {}
+    configs_start = _REWARD.width + sum(related.width for _field, related in _REWARD_RELATED)
+    for row in rawsql.fetch(_rewards_sql(len(reward_ids), brand is not None), params):
+        reward = rewards.get(row[0])  # the reward's id: its first column
+        if reward is None:
+            reward = _REWARD.instance(row)
+            start = _REWARD.width
+            for field, related in _REWARD_RELATED:
+                field.set_cached_value(reward, related.instance(row, start))
+                start += related.width
+            rewards[reward.pk], configs[reward.pk] = reward, []
+        config = _PAYMENT_CONFIG.instance(row, configs_start)
+        if config is not None:
+            PaymentConfig.reward.field.set_cached_value(config, reward)
+            configs[reward.pk].append(config)
+    return rewards, configs
+
+
+@functools.lru_cache(maxsize=64)
+def _constraints_sql(reward_count: int, type_count: int) -> str:
+    return (f"SELECT {_CONSTRAINT.sql} FROM {rawsql.quoted(RewardConstraint._meta.db_table)} "
+            f'WHERE "org_id" = %s AND "is_active" = %s AND ("reward_id" IN ({rawsql.placeholders(reward_count)}) '
+            f'OR ("level" = %s AND "redemption_type" IN ({rawsql.placeholders(type_count)}))) ORDER BY "id"')
+
+
 def _constraints_for(org: Organisation, rewards) -> list[RewardConstraint]:
     """The active limits that may apply to these rewards (one query, never cached: a new or
     changed limit applies to the next call): their own and the org-level limits of their
     redemption types."""
     rewards = list(rewards)
-    return list(
-        RewardConstraint.objects.filter(org=org, is_active=True).filter(
-            Q(reward_id__in=[r.pk for r in rewards])
-            | Q(level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, redemption_type__in={r.redemption_type for r in rewards})
-        ).order_by("pk")
-    )
+    if not rewards:
+        return []
+    reward_ids = [r.pk for r in rewards]
+    types = sorted({r.redemption_type for r in rewards})
+    params = [org.pk, True, *reward_ids, ConstraintLevel.CUSTOMER_REDEMPTION_TYPE, *types]
+    return [_CONSTRAINT.instance(row) for row in rawsql.fetch(_constraints_sql(len(reward_ids), len(types)), params)]
 
 
 def _brand(org: Organisation, name: str | None):
@@ -370,7 +436,7 @@ def _plan_lines(ctx: _Context, records: dict[str, IdempotencyRecord]) -> list[Li
     for plan in plans:
         if plan.replay is not None:
             continue
-        configs = list(plan.reward.payment_configs.all())
+        configs = list(ctx.payment_configs[plan.reward.pk])
         try:
             config = payment_config_choose(plan.reward, configs, plan.item.payment, single=single)
         except IssuanceError as error:
@@ -455,6 +521,27 @@ def _paying_account(ctx: _Context) -> tuple[PointsAccount, PointsAccount]:
     return (ledger.account_for_group(ctx.group) if ctx.group else own), own
 
 
+_ACCOUNT = rawsql.Columns(PointsAccount)
+_RECORD = rawsql.Columns(IdempotencyRecord)
+
+
+@functools.lru_cache(maxsize=32)
+def _lock_accounts_sql(customers: int, groups: int) -> str:
+    """Params: the lock timeout (PostgreSQL only), the customer ids, the group ids."""
+    whose = f'"customer_id" IN ({rawsql.placeholders(customers)})'
+    if groups:
+        whose += f' OR "group_id" IN ({rawsql.placeholders(groups)})'
+    # The transaction's lock timeout, set by the locking statement itself (one round trip
+    # instead of a SET LOCAL before it): set_config(..., is_local => true) is SET LOCAL, and
+    # PostgreSQL computes a row's select list below the LockRows node, so it is in force before
+    # the first row lock is waited for, and for the rest of the transaction (the idempotency
+    # records, the limited rewards).
+    timeout = ", set_config('lock_timeout', %s, true)" if connection.vendor == "postgresql" else ""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (f"SELECT {_ACCOUNT.sql}{timeout} FROM {rawsql.quoted(PointsAccount._meta.db_table)} "
+            f'WHERE {whose} ORDER BY "id"{lock}')
+
+
 def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     """Lock every account the call touches — each customer's own (limits are per customer)
     and each paying group's — in one primary-key-ordered statement; returns the paying
@@ -462,20 +549,12 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     postgresql = connection.vendor == "postgresql"
     customer_ids = [ctx.customer.pk for ctx in ctxs]
     group_ids = [ctx.group.pk for ctx in ctxs if ctx.group is not None]
-    whose = Q(customer_id__in=customer_ids)
-    if group_ids:
-        whose |= Q(group_id__in=group_ids)
+    sql = _lock_accounts_sql(len(customer_ids), len(group_ids))
+    timeout = [f"{LOCK_TIMEOUT_MS}ms"] if postgresql else []  # read at each call: tests lower it
+    params = timeout + customer_ids + group_ids
 
     def lock() -> list[PointsAccount]:
-        accounts = PointsAccount.objects.select_for_update(of=("self",)).filter(whose).order_by("pk")
-        if postgresql:
-            # The transaction's lock timeout, set by the locking statement itself (one round
-            # trip instead of a SET LOCAL before it): set_config(..., is_local => true) is
-            # SET LOCAL, and PostgreSQL computes a row's select list below the LockRows node,
-            # so it is in force before the first row lock is waited for, and for the rest of
-            # the transaction (the idempotency records, the limited rewards).
-            accounts = accounts.annotate(_lock_timeout=_lock_timeout_set())
-        return list(accounts)
+        return [_ACCOUNT.instance(row) for row in rawsql.fetch(sql, params)]
 
     locked = lock()
     if len(locked) < len(customer_ids) + len(group_ids):  # first use: create, then lock
@@ -490,21 +569,18 @@ def _lock_accounts(ctxs: list[_Context]) -> dict[int, PointsAccount]:
     return {ctx.org.pk: by_group[ctx.group.pk] if ctx.group else by_customer[ctx.customer.pk] for ctx in ctxs}
 
 
-def _lock_timeout_set() -> Func:
-    """set_config of the lock timeout (LOCK_TIMEOUT_MS read at each call: tests lower it)."""
-    return Func(Value("lock_timeout"), Value(f"{LOCK_TIMEOUT_MS}ms"), Value(True), function="set_config",
-                output_field=CharField())
+@functools.lru_cache(maxsize=32)
+def _lock_records_sql(count: int) -> str:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (f"SELECT {_RECORD.sql} FROM {rawsql.quoted(IdempotencyRecord._meta.db_table)} "
+            f'WHERE "org_id" = %s AND "request_id" IN ({rawsql.placeholders(count)}) ORDER BY "request_id"{lock}')
 
 
 def _lock_records(ctx: _Context) -> dict[str, IdempotencyRecord]:
     ids = sorted({i.request_id for _, i in ctx.items if i.request_id})
     if not ids:
         return {}
-    rows = list(
-        IdempotencyRecord.objects.select_for_update(of=("self",))
-        .filter(org=ctx.org, request_id__in=ids)
-        .order_by("request_id")
-    )
+    rows = [_RECORD.instance(row) for row in rawsql.fetch(_lock_records_sql(len(ids)), [ctx.org.pk, *ids])]
     _records_lines(rows)
     return {r.request_id: r for r in rows}
 
@@ -785,19 +861,20 @@ def _line_work(plan: LinePlan, ctx: _Context, codes) -> _LineWork:
     return work
 
 
+_INSERTS = {model: rawsql.Insert(model) for model in (Issuance, IssuanceLine, IssuedUnit, FulfillmentChange,
+                                                       IdempotencyRecord)}
+
+
 def _insert(objs: list) -> None:
     """INSERT new rows, all in one statement when there are several (their ids come back)."""
-    if len(objs) == 1 or not connection.features.can_return_rows_from_bulk_insert:
-        for obj in objs:
-            obj.save(force_insert=True)
-    elif objs:
-        type(objs[0]).objects.bulk_create(objs)
+    if objs:
+        _INSERTS[type(objs[0])].run(objs)
 
 
 def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: PointsAccount, ctx: _Context) -> None:
     """Write the lines of one org, each once with its outcome: the new lines (one INSERT),
-    their units (one INSERT), then line by line in request order the hold or the deduction
-    (account row + ledger entry); an earlier attempt's line is updated."""
+    their units (one INSERT), the vendor lines' holds, then the deductions (one account UPDATE,
+    one INSERT of their ledger entries, in request order); an earlier attempt's line is updated."""
     new = [w for w in works if w.new]
     for work in new:
         work.line.issuance = issuance
@@ -816,24 +893,24 @@ def _write_lines(works: list[_LineWork], issuance: Issuance | None, account: Poi
         for w in new if w.plan.fulfillment is not None
     ]
     _insert(changes)
+    # Holds first, then the deductions in line order: _check_points made sure the call's
+    # points (held and deducted) are all available, so no order refuses one.
     for work in works:
-        plan, line = work.plan, work.line
-        refs: list[str] = []
         if work.hold > 0:
             ledger.points_hold_locked(account, amount=work.hold)
-        if work.points > 0:
-            entry = ledger.points_redeem_locked(
-                account,
-                amount=work.points,
-                reason=f"Reward {plan.reward.pk} × {len(work.units)} (line {line.pk})",
-                actor=ctx.request.actor,
-                line=line,
-            )
-            refs.append(entry.reference_id)
+    paid = [w for w in works if w.points > 0]
+    entries = ledger.points_redeem_many_locked(
+        account,
+        [(w.points, f"Reward {w.plan.reward.pk} × {len(w.units)} (line {w.line.pk})", w.line) for w in paid],
+        actor=ctx.request.actor,
+    )
+    refs = {id(work): [entry.reference_id] for work, entry in zip(paid, entries, strict=True)}
+    for work in works:
+        line = work.line
         if work.new:
             if line.status != LineStatus.PENDING:
                 # A new line's units and references are all here: the response needs no re-read.
-                line.written = responses.Written(units=work.units, refs=refs)
+                line.written = responses.Written(units=work.units, refs=refs.get(id(work), []))
         else:
             line.save()
 
@@ -939,7 +1016,7 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
             # Written once, with the status its lines give it.
             issuance = _new_issuance(ctx, paying)
             issuance.status, issuance.response_code = _issuance_status(new, request.mode)
-            issuance.save()
+            _insert([issuance])
             issuances.append(issuance)
         _write_lines(works, issuance, paying, ctx)
         outcomes.extend(responses.Outcome(plan=w.plan, line=w.line) for w in works)

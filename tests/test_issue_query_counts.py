@@ -21,20 +21,20 @@ pytestmark = pytest.mark.django_db
 
 # Measured on PostgreSQL (see docs/performance.md), a single issue of a coupon reward with the
 # per-process caches warm (issuance/caches.py: till, brand, custom fields), no requestId: auth
-# user + profile + org + API permission (1), customer (1), rewards + payment configs (2), the
+# user + profile + org + API permission (1), customer (1), rewards with their payment configs (1), the
 # rewards' targets with what the customer holds (1, a UNION ALL), active limits (1), savepoint, account lock with the lock timeout (1), coupon pick-and-delete (1),
 # issuance insert (1), line insert (1), unit insert (1), account update + ledger insert (2),
 # release. A requestId adds its record lock and its record insert.
 # Elsewhere (SQLite) the coupon pick is two statements: a select and a delete.
 PICK_QUERIES = 1 if connection.vendor == "postgresql" else 2
-SINGLE_ISSUE_MAX_QUERIES = 14 + PICK_QUERIES
+SINGLE_ISSUE_MAX_QUERIES = 13 + PICK_QUERIES
 REQUEST_ID_QUERIES = 2
 # Cold caches add at most: till, custom field definitions (and the brand when the call names
 # one).
 COLD_CACHE_MAX_QUERIES = 2
-# Per extra bulk line: its account update and ledger entry. Its line, units, coupon pick (for
-# a series already drawn on) and record share the call's statements.
-PER_BULK_LINE_MAX_QUERIES = 2
+# Per extra bulk line: nothing. Its line, units, coupon pick (for a series already drawn on),
+# ledger entry (with the one account update) and record share the call's statements.
+PER_BULK_LINE_MAX_QUERIES = 0
 
 
 def rich_rewards(org, brand, customer, count, *, links, codes=None):
