@@ -8,10 +8,12 @@ limits) and the reward's row lock (reward-level limits), so they hold under conc
 
 import calendar
 import datetime
+import functools
 import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import DEFAULT_DB_ALIAS, connection, connections, router
 from django.db.models import Case, DecimalField, F, Q, Sum, When
 from django.db.models.functions import Coalesce
 
@@ -19,6 +21,7 @@ from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency, Weekday
 from catalogue.models import Organisation, RewardConstraint
 
 from .models import IssuanceLine, LineStatus
+from .rawsql import fetch, placeholders, quoted
 
 # Fixed cycles with no cycle_start count from this Monday.
 DEFAULT_CYCLE_ANCHOR = datetime.date(2000, 1, 3)
@@ -137,7 +140,94 @@ class LimitState:
 
 def limit_states(constraints, *, customer_id: int, org: Organisation, now) -> list[LimitState]:
     """``consumed`` of several constraints in ONE aggregate query (a filtered sum each),
-    in the order given (duplicates removed)."""
+    in the order given (duplicates removed).
+
+    The query is hand-written SQL built once per shape of the constraints (their levels,
+    measures and whether their window has a start), then run with fresh values: building and
+    compiling it through the ORM was ~40 % of a list call's CPU (docs/performance.md). It says
+    what ``_counted_lines`` and ``_contribution`` say; ``limit_states_orm`` is that ORM query,
+    and tests/test_issue_rawsql.py checks that both give the same for every shape."""
+    constraints = list({c.pk: c for c in constraints}.values())
+    if not constraints:
+        return []
+    windows = {c.pk: window_for(c, now=now, tz_name=org.time_zone) for c in constraints}
+    shape = tuple((c.level, c.kpi == ConstraintKpi.QUANTITY, windows[c.pk].start is not None) for c in constraints)
+    values = [v for c in constraints for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
+    params = [*values, *_COUNTED, *values]  # the sums', the statuses', the scope's
+    row = fetch(_consumption_sql(shape), params, using=router.db_for_read(IssuanceLine) or DEFAULT_DB_ALIAS)[0]
+    converters = _sum_converters()
+    db = connections[DEFAULT_DB_ALIAS]
+    totals = []
+    for value in row:
+        for converter in converters:
+            value = converter(value, _SUM_EXPRESSION, db)
+        totals.append(Decimal(value))
+    return [LimitState(c, windows[c.pk], total) for c, total in zip(constraints, totals, strict=True)]
+
+
+def _line_values(constraint: RewardConstraint, *, customer_id: int, window: Window) -> list:
+    """The values of ``_line_condition``'s placeholders, in order."""
+    if constraint.level == ConstraintLevel.REWARD:
+        values = [constraint.reward_id]
+    elif constraint.level == ConstraintLevel.CUSTOMER:
+        values = [constraint.reward_id, customer_id]
+    else:
+        values = [constraint.org_id, customer_id, constraint.redemption_type]
+    if window.start is not None:
+        values.append(connection.ops.adapt_datetimefield_value(window.start))
+    return values
+
+
+def _column(name: str) -> str:
+    return quoted(IssuanceLine._meta.get_field(name).column)
+
+
+def _line_condition(level: str, windowed: bool) -> str:
+    """``_counted_lines`` in SQL."""
+    if level == ConstraintLevel.REWARD:
+        names = ["reward"]
+    elif level == ConstraintLevel.CUSTOMER:
+        names = ["reward", "customer"]
+    else:
+        names = ["org", "customer", "redemption_type"]
+    terms = [f"{_column(name)} = %s" for name in names]
+    if windowed:
+        terms.append(f"{_column('created_at')} >= %s")
+    return "(" + " AND ".join(terms) + ")"
+
+
+def _contribution_sql(quantity: bool) -> str:
+    """``_contribution`` in SQL: ``_LINE_UNITS`` or ``_LINE_VALUE``."""
+    units = f"({_column('quantity')} + {_column('pending_units')})"
+    if quantity:
+        return units
+    value = _column("redemption_value")
+    return (f"CASE WHEN {value} IS NOT NULL THEN {value} * {units} "
+            f"ELSE {_column('total_points')} + {_column('held_points')} END")
+
+
+@functools.lru_cache(maxsize=256)
+def _consumption_sql(shape: tuple[tuple[str, bool, bool], ...]) -> str:
+    """params: each constraint's line values (for its sum), the counted statuses, then the line
+    values again (for the rows scanned: any constraint's lines)."""
+    sums = [f"COALESCE(SUM(CASE WHEN {_line_condition(level, windowed)} THEN {_contribution_sql(quantity)} END), 0)"
+            for level, quantity, windowed in shape]
+    scope = " OR ".join(_line_condition(level, windowed) for level, _quantity, windowed in shape)
+    return (f"SELECT {', '.join(sums)} FROM {quoted(IssuanceLine._meta.db_table)} "
+            f"WHERE {_column('status')} IN ({placeholders(len(_COUNTED))}) AND ({scope})")
+
+
+_SUM_EXPRESSION = Coalesce(Sum(_LINE_VALUE), Decimal(0), output_field=_DECIMAL)
+
+
+def _sum_converters() -> list:
+    """What the ORM applies to such a sum (SQLite: its decimals come back as floats or ints)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    return db.ops.get_db_converters(_SUM_EXPRESSION) + _SUM_EXPRESSION.get_db_converters(db)
+
+
+def limit_states_orm(constraints, *, customer_id: int, org: Organisation, now) -> list[LimitState]:
+    """``limit_states`` through the ORM: the reference its hand-written SQL is tested against."""
     constraints = list({c.pk: c for c in constraints}.values())
     if not constraints:
         return []

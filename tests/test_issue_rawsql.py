@@ -277,3 +277,46 @@ def test_a_compiled_query_needs_each_value_as_one_parameter():
     twice = CompiledQuery(lambda name: User.objects.filter(username=name, first_name=name), "name")
     with pytest.raises(ValueError, match="exactly one parameter"):
         twice.all(name="x")
+
+
+def test_limit_consumption_is_what_the_orm_aggregate_gives_for_every_shape(org, brand, customer):
+    """issuance.limits.limit_states (hand-written SQL per shape) against limit_states_orm: every
+    level × measure × window, lines of every status, with and without a redemption value, held
+    points, pending units, another customer's lines and lines older than the window."""
+    from issuance import limits
+    from issuance.models import IssuanceLine, LineStatus
+
+    other = f.CustomerFactory(org=org, mobile="5550001")
+    voucher = f.RewardFactory(brand=brand, redemption_type=RedemptionType.VOUCHER)
+    miles = f.RewardFactory(brand=brand, redemption_type=RedemptionType.MILES)
+    now = timezone.now()
+    old = now - datetime.timedelta(days=20)
+    for who in (customer, other):
+        for reward in (voucher, miles):
+            for status, value, when in [(LineStatus.ISSUED, None, now), (LineStatus.ISSUED, Decimal("2.5000"), old),
+                                        (LineStatus.PARTIAL, Decimal("0.3333"), now), (LineStatus.FAILED, None, now),
+                                        (LineStatus.PENDING, Decimal("1.1000"), now)]:
+                pending = status == LineStatus.PENDING
+                line = f.IssuanceLineFactory(
+                    issuance__org=org, issuance__customer=who, customer=who, reward=reward, quantity=2, requested_quantity=3,
+                    status=status, redemption_value=value, total_points=Decimal("7.1250"),
+                    held_points=Decimal("3.0001") if pending else Decimal(0), pending_units=1 if pending else 0)
+                IssuanceLine.objects.filter(pk=line.pk).update(created_at=when)
+    constraints = []
+    for kpi in ConstraintKpi:
+        for frequency, window in [(Frequency.NO_LIMIT, "FIXED"), (Frequency.DAYS, "ROLLING"), (Frequency.MONTHS, "FIXED")]:
+            common = {"org": org, "kpi": kpi, "frequency": frequency, "window_type": window, "interval": 7,
+                      "limit_value": Decimal(100)}
+            constraints += [
+                cm.RewardConstraint.objects.create(reward=voucher, level=ConstraintLevel.REWARD, **common),
+                cm.RewardConstraint.objects.create(reward=miles, level=ConstraintLevel.CUSTOMER, **common),
+                cm.RewardConstraint.objects.create(level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE,
+                                                   redemption_type=RedemptionType.MILES, **common),
+            ]
+    for chosen in (constraints, constraints[:1], constraints[4:9], constraints[::-1]):
+        raw = limits.limit_states(chosen, customer_id=customer.pk, org=org, now=now)
+        orm = limits.limit_states_orm(chosen, customer_id=customer.pk, org=org, now=now)
+        assert [(s.constraint.pk, s.window, s.consumed, type(s.consumed)) for s in raw] == [
+            (s.constraint.pk, s.window, s.consumed, type(s.consumed)) for s in orm]
+    consumed = {s.constraint.pk: s.consumed for s in raw}
+    assert len(set(consumed.values())) > 4  # the shapes count different lines
