@@ -202,6 +202,42 @@ class TimeCondition:
         return result
 
 
+def time_condition(name: str, data: dict, *, now: datetime.datetime, time_zone: str) -> TimeCondition | None:
+    """The condition of the time filter ``name`` (one of TIME_FILTERS) for validated parameters
+    ``data``, or None when it lets everything through."""
+    value = data.get(name)
+    if name == "includeExpired":
+        # Asking for status=ENDED explicitly shows ended rewards without includeExpired=true.
+        if value or "ENDED" in (data.get("status") or ()):
+            return None
+        return TimeCondition.of([("end_time", "gt", now)])
+    if name == "status":
+        by_status = {
+            "LIVE": [("start_time", "lte", now), ("end_time", "gt", now)],
+            "UPCOMING": [("start_time", "gt", now)],
+            "ENDED": [("end_time", "lte", now)],
+        }
+        return TimeCondition.of(*(by_status[status] for status in value))
+    if name == "createdOnDaysAgo":
+        # Created on or before the day ``value`` days before today (the org's calendar).
+        tz = zoneinfo.ZoneInfo(time_zone)
+        day_after = now.astimezone(tz).date() - datetime.timedelta(days=value - 1)
+        return TimeCondition.of([("created_at", "lt", datetime.datetime.combine(day_after, datetime.time(0), tz))])
+    raise ValueError(f"not a time filter: {name}")
+
+
+def time_conditions(data: dict, *, now: datetime.datetime, time_zone: str) -> list[TimeCondition]:
+    """Every time filter's condition for validated parameters ``data``, in declaration order
+    (each applied where django-filter applies its filter: when its value is not empty)."""
+    conditions = []
+    for name in TIME_FILTERS:
+        if data.get(name) not in EMPTY_VALUES:
+            condition = time_condition(name, data, now=now, time_zone=time_zone)
+            if condition is not None:
+                conditions.append(condition)
+    return conditions
+
+
 # ---------------------------------------------------------------- the FilterSet
 
 
@@ -270,28 +306,20 @@ class RewardFilterSet(django_filters.FilterSet):
     # conditions to its in-memory index of a brand's rewards.
 
     def collect_time_conditions(self) -> list["TimeCondition"]:
-        """With ``defer_time``: the time filters' conditions for the validated parameters,
-        without filtering anything (as ``filter_queryset`` would collect them)."""
-        assert self.defer_time
-        self.time_conditions = []
-        data = self.form.cleaned_data
-        for name in TIME_FILTERS:
-            value = data.get(name)
-            if value not in EMPTY_VALUES:
-                getattr(self, self.filters[name].method)(None, name, value)
-        return self.time_conditions
+        """The time filters' conditions for the validated parameters, without filtering."""
+        return time_conditions(self.form.cleaned_data, now=self.now, time_zone=self.time_zone)
 
-    def _time(self, queryset, condition: "TimeCondition"):
+    def _time(self, queryset, name: str):
+        condition = time_condition(name, self.form.cleaned_data, now=self.now, time_zone=self.time_zone)
+        if condition is None:
+            return queryset
         if self.defer_time:
             self.time_conditions.append(condition)
             return queryset
         return queryset.filter(condition.q())
 
     def filter_include_expired(self, queryset, name, value):
-        # Asking for status=ENDED explicitly shows ended rewards without includeExpired=true.
-        if value or "ENDED" in (self.form.cleaned_data.get("status") or ()):
-            return queryset
-        return self._time(queryset, TimeCondition.of([("end_time", "gt", self.now)]))
+        return self._time(queryset, name)
 
     def filter_group_name(self, queryset, name, value):
         links = Reward.groups.through.objects.filter(reward_id=OuterRef("pk"), rewardgroup__name__in=value)
@@ -316,20 +344,10 @@ class RewardFilterSet(django_filters.FilterSet):
         return queryset.filter(**{f"{price}__{lookup}": value})
 
     def filter_status(self, queryset, name, value):
-        now = self.now
-        by_status = {
-            "LIVE": [("start_time", "lte", now), ("end_time", "gt", now)],
-            "UPCOMING": [("start_time", "gt", now)],
-            "ENDED": [("end_time", "lte", now)],
-        }
-        return self._time(queryset, TimeCondition.of(*(by_status[status] for status in value)))
+        return self._time(queryset, name)
 
     def filter_created_on_days_ago(self, queryset, name, value):
-        """Created on or before the day ``value`` days before today (the org's calendar)."""
-        tz = zoneinfo.ZoneInfo(self.time_zone)
-        day_after = self.now.astimezone(tz).date() - datetime.timedelta(days=value - 1)
-        cutoff = datetime.datetime.combine(day_after, datetime.time(0), tz)
-        return self._time(queryset, TimeCondition.of([("created_at", "lt", cutoff)]))
+        return self._time(queryset, name)
 
     def sort_param(self, queryset, name, value):
         return queryset  # applied by sort(), after every filter

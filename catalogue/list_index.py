@@ -29,6 +29,7 @@ What is never cached here: the customer and their facts, limits' consumption, th
 """
 
 import datetime
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -39,9 +40,10 @@ from django.db import connection, connections, router
 from django.db.models.expressions import RawSQL
 
 from catalogue.api.serializers import ListedReward
-from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet
+from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet, TimeCondition, time_conditions
 from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward
 from catalogue.selectors import (
+    MAX_CUSTOMER_ID,
     PageRequest,
     RewardList,
     RewardPage,
@@ -49,7 +51,7 @@ from catalogue.selectors import (
     org_constraints,
     with_list_details,
 )
-from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, customer_facts
+from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
 from issuance.resolution import brand_for
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -116,7 +118,7 @@ BRANDS = LRU(1024)  # (version, org id, name) → a brand found
 
 
 def clear() -> None:
-    for cache in (INDEXES, REWARDS, ORG_LIMITS, BRANDS):
+    for cache in (INDEXES, REWARDS, ORG_LIMITS, BRANDS, VALIDATED):
         cache.clear()
 
 
@@ -127,18 +129,70 @@ def _alias() -> str:
     return router.db_for_read(CatalogueVersion) or "default"
 
 
+def enabled() -> bool:
+    """The index is on and the database the list reads is PostgreSQL (whose triggers keep the
+    catalogue version)."""
+    return settings.LIST_INDEX and connections[_alias()].vendor == "postgresql"
+
+
 def catalogue_version() -> int | None:
     """The catalogue's version on the database the list reads, or None where the index is not
     to be used (turned off, not PostgreSQL, or the row is missing: a flushed test database
     before its first catalogue write)."""
-    alias = _alias()
-    connection = connections[alias]
-    if not settings.LIST_INDEX or connection.vendor != "postgresql":
+    if not enabled():
         return None
-    with connection.cursor() as cursor:
+    with connections[_alias()].cursor() as cursor:
         cursor.execute(f'SELECT value FROM "{CatalogueVersion._meta.db_table}" WHERE id = 1')
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+@functools.cache
+def _call_sql() -> str:
+    version, customer = (connection.ops.quote_name(m._meta.db_table) for m in (CatalogueVersion, Customer))
+    return (f'SELECT "value", 0, {_VERSION} FROM {version} WHERE "id" = 1 '
+            f'UNION ALL SELECT "id", 0, {_CUSTOMER} FROM {customer} WHERE "org_id" = %s AND "id" = %s '
+            f"UNION ALL {facts_query()}")
+
+
+_VERSION, _CUSTOMER = -2, -1  # the row kinds of _call_sql besides the facts' (0-3)
+
+
+def version_customer_facts(org: Organisation, customer_id: int) -> tuple[int | None, bool, CustomerFacts]:
+    """A call's reads before the index, in one statement on the database the list reads (one
+    snapshot): the catalogue version (None: no row, see ``catalogue_version``), whether the org
+    has this customer, and what the customer holds (``issuance.eligibility.customer_facts``)."""
+    if not 0 < customer_id <= MAX_CUSTOMER_ID:
+        return catalogue_version(), False, CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
+    with connections[_alias()].cursor() as cursor:
+        cursor.execute(_call_sql(), [org.pk, customer_id, *facts_params(customer_id)])
+        rows = cursor.fetchall()
+    version = next((row[0] for row in rows if row[2] == _VERSION), None)
+    found = any(row[2] == _CUSTOMER for row in rows)
+    return version, found, facts_of([row for row in rows if row[2] >= 0])
+
+
+# ---------------------------------------------------------------- validated parameters
+
+
+VALIDATED = LRU(1024)  # the query's parameters but userId → (error messages, validated values)
+
+
+def validated_filters(params) -> tuple[list[str], dict]:
+    """``RewardFilterSet``'s validation of these parameters: its error messages ("name:
+    message") and its values. Kept per process by the parameters' text (validation reads
+    neither the database nor the time): django-filter builds a FilterSet, a form class and a
+    form per call, ~0.7 ms of CPU, for what is mostly the same few queries. Shared values: read
+    them, never modify them."""
+    key = tuple(sorted((name, tuple(values)) for name, values in params.lists() if name != "userId"))
+
+    def validate():
+        filterset = RewardFilterSet(params)
+        if filterset.is_valid():
+            return [], filterset.form.cleaned_data
+        return [f"{name}: {message}" for name, messages in filterset.errors.items() for message in messages], {}
+
+    return VALIDATED.get_or_set(key, validate)
 
 
 # ---------------------------------------------------------------- a brand's index
@@ -208,11 +262,11 @@ class BrandIndex:
             eligible &= ~self.targets_kind[targeting.kind] | held
         return eligible
 
-    def matching(self, filterset: RewardFilterSet, facts: CustomerFacts) -> np.ndarray:
-        """Positions (in the list's order) of the rewards that pass the time filters and that
-        this customer may take by targeting."""
+    def matching(self, conditions: list[TimeCondition], facts: CustomerFacts) -> np.ndarray:
+        """Positions (in the list's order) of the rewards that pass the time filters'
+        ``conditions`` and that this customer may take by targeting."""
         mask = self.eligible_groups(facts)[self.group_of]
-        for condition in filterset.collect_time_conditions():
+        for condition in conditions:
             mask &= condition.holds(self.columns, micros)
         return np.flatnonzero(mask)
 
@@ -221,9 +275,8 @@ class BrandIndex:
         return self.ids.nbytes + self.group_of.nbytes + sum(c.nbytes for c in self.columns.values())
 
 
-def untimed_key(filterset: RewardFilterSet) -> tuple:
-    """The filters that decide a BrandIndex (every cleaned value but the time filters')."""
-    data = filterset.form.cleaned_data
+def untimed_key(data: dict) -> tuple:
+    """The filters that decide a BrandIndex (every validated value but the time filters')."""
     return tuple(
         (name, tuple(value) if isinstance(value, list) else value)
         for name, value in sorted(data.items())
@@ -252,13 +305,19 @@ def listed_rewards(version: int, ids: list[int]) -> list[ListedReward]:
 
 
 def reward_list_indexed(
-    *, version: int, org: Organisation, brand: Brand, customer: Customer, filterset: RewardFilterSet,
-    page: PageRequest, now: datetime.datetime,
+    *, version: int, org: Organisation, brand: Brand, customer_id: int, facts: CustomerFacts, params,
+    filters: dict, page: PageRequest, now: datetime.datetime,
 ) -> RewardList:
-    """``catalogue.selectors.reward_list_for_customer`` from the index; ``filterset`` must have
-    been made with ``defer_time=True`` and validated."""
-    index = INDEXES.get_or_set((version, brand.pk, untimed_key(filterset)), lambda: BrandIndex.build(brand, filterset))
-    positions = index.matching(filterset, customer_facts(customer))
+    """``catalogue.selectors.reward_list_for_customer`` from the index, for the validated
+    filters ``filters`` (``validated_filters``) of the query ``params``."""
+
+    def build() -> BrandIndex:
+        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone, defer_time=True)
+        assert filterset.is_valid(), filterset.errors  # as validated_filters found them
+        return BrandIndex.build(brand, filterset)
+
+    index = INDEXES.get_or_set((version, brand.pk, untimed_key(filters)), build)
+    positions = index.matching(time_conditions(filters, now=now, time_zone=org.time_zone), facts)
     total = len(positions)
     if page.unpaged:
         offset, limit = 0, page.unpaged_ceiling
@@ -268,6 +327,6 @@ def reward_list_indexed(
     rewards = listed_rewards(version, ids)
     org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
     reward_level = [c for reward in rewards for c in reward.constraints]
-    usages = constraint_consumption(reward_level + org_level, customer_id=customer.pk, org=org, now=now)
+    usages = constraint_consumption(reward_level + org_level, customer_id=customer_id, org=org, now=now)
     return RewardList(page=RewardPage(rewards=rewards, total=total, request=page), usages=usages,
                       org_constraints=org_level, now=now)

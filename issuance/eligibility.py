@@ -116,9 +116,23 @@ def _read(parts: list) -> tuple[RewardTargets, CustomerFacts]:
 def customer_facts(customer: Customer) -> CustomerFacts:
     """One query (a UNION ALL of four small indexed look-ups), on the database reads are routed
     to (the list API's replica, when there is one): ``targets_and_facts``'s SQL without rewards."""
-    params = [value for _model, _column, where in _HOLDINGS for value in (customer.pk, *where.values())]
     using = router.db_for_read(SegmentMembership) or DEFAULT_DB_ALIAS
-    return _read_rows(fetch(_targets_and_facts_sql(0), params, using=using))[1]
+    return facts_of(fetch(facts_query(), facts_params(customer.pk), using=using))
+
+
+def facts_query() -> str:
+    """``customer_facts``'s SQL (rows: target id, 0, kind 0-3), for a caller that runs it within
+    a larger statement (catalogue.list_index); its parameters: ``facts_params``."""
+    return _targets_and_facts_sql(0)
+
+
+def facts_params(customer_id: int) -> list:
+    return [value for _model, _column, where in _HOLDINGS for value in (customer_id, *where.values())]
+
+
+def facts_of(rows) -> CustomerFacts:
+    """The facts of ``facts_query``'s rows."""
+    return _read_rows(rows)[1]
 
 
 def reward_targets(reward_ids: Iterable[int]) -> RewardTargets:

@@ -859,8 +859,8 @@ def rich_world(org, brand, customer, count: int):
 #   org-level constraints (1); consumption of every limit shown (1).
 LIST_OWN_QUERIES = 16
 # From the in-memory index (catalogue/list_index.py), once it holds the brand and the page:
-#   catalogue version (1); customer (1); customer facts (1); consumption (1).
-INDEXED_OWN_QUERIES = 4
+#   the catalogue version, the customer and its facts (1 statement); consumption (1).
+INDEXED_OWN_QUERIES = 2
 # Building the index for a brand and filters: its rewards (1), their targets (1); rendering the
 # page's rewards not rendered yet: the rewards (1) and the 9 prefetches. (The brand and the
 # org-level constraints are kept per catalogue version too: read by a test's first call.)

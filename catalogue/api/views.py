@@ -4,7 +4,8 @@ Validates every parameter (15006 without userId; 400 naming each bad parameter),
 up the brand (3004) and the customer (1014) in the caller's org (or, with DATA-SCOPE
 OTHER / ALL, in the connected org the customer belongs to), calls
 ``reward_list_for_customer`` once (or, on PostgreSQL, its in-memory twin
-``catalogue.list_index.reward_list_indexed``) and renders its result.
+``catalogue.list_index.reward_list_indexed``, after one statement for the catalogue version,
+the customer and what the customer holds) and renders its result.
 """
 
 from django.conf import settings
@@ -79,23 +80,27 @@ class RewardListViewSet(viewsets.ViewSet):
             org = found.org
         errors: list[str] = []
         page = page_request(params, errors)
-        version = list_index.catalogue_version()
-        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone, defer_time=version is not None)
+        if list_index.enabled():
+            filter_errors, filters = list_index.validated_filters(params)
+            errors.extend(filter_errors)
+            if errors:
+                raise bad_request("; ".join(errors))
+            version, found, facts = list_index.version_customer_facts(org, user_id)
+            if version is not None:
+                brand = list_index.brand_named(version, org, brand_name)
+                if not found:
+                    raise IssuanceError(ErrorCode.CUSTOMER_NOT_FOUND)
+                result = list_index.reward_list_indexed(
+                    version=version, org=org, brand=brand, customer_id=user_id, facts=facts, params=params,
+                    filters=filters, page=page, now=now,
+                )
+                return Response(reward_list_body(result))
+        filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
         if not filterset.is_valid():
             errors.extend(f"{name}: {message}" for name, messages in filterset.errors.items() for message in messages)
         if errors:
             raise bad_request("; ".join(errors))
-        if version is not None:
-            brand = list_index.brand_named(version, org, brand_name)
-        else:
-            brand = brand_for(org=org, name=brand_name)
+        brand = brand_for(org=org, name=brand_name)
         customer = customer_get(org=org, customer_id=user_id)
-        if version is not None:
-            result = list_index.reward_list_indexed(
-                version=version, org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
-            )
-        else:
-            result = reward_list_for_customer(
-                org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now
-            )
+        result = reward_list_for_customer(org=org, brand=brand, customer=customer, filterset=filterset, page=page, now=now)
         return Response(reward_list_body(result))
