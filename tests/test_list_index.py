@@ -361,3 +361,26 @@ def test_threads_of_a_process_build_a_missing_entry_once():
     for thread in threads:
         thread.join(10)
     assert results == ["index"] * 4 and made == [1]
+
+
+def test_a_reward_object_is_the_text_its_body_encodes_to(api, org, brand, customer):
+    """The list writes each reward object from JSON text kept around its per-call fields: the
+    text is exactly what encoding the whole object gives, field order included."""
+    from catalogue.api import serializers
+    from catalogue.selectors import with_list_details
+    from issuance import jsonio
+    from issuance.limits import LimitState, Window
+
+    reward = f.RewardFactory(brand=brand, name='quote " and ü', custom_fields={"k": "v"})
+    f.PaymentConfigFactory(reward=reward, mode=PaymentMode.POINTS, points=Decimal("12.5000"))
+    limit = cm.RewardConstraint.objects.create(org=org, reward=reward, level="CUSTOMER", frequency=Frequency.DAYS,
+                                               limit_value=5)
+    loaded = with_list_details(cm.Reward.objects.filter(pk=reward.pk)).get()
+    usages = {limit.pk: LimitState(limit, Window(None, None), Decimal(2))}
+    now = timezone.now()
+    whole = serializers._static_body(loaded)
+    whole.update(expired=reward.end_time <= now, started=reward.start_time <= now,
+                 rewardRestrictions=serializers.restrictions_body([limit], usages))
+    text = jsonio.dumps([serializers.reward_json(serializers.ListedReward.of(loaded), now=now, usages=usages)])
+    assert text == jsonio.dumps([whole])
+    assert list(jsonio.loads(text)[0]) == list(whole)  # the order of the fields
