@@ -10,11 +10,15 @@ to call is only the time and the customer. So, per worker process:
   (redemption type, labels, prices, sort, …), the matching rewards in their sorted order, as
   numpy arrays: id, start, end and creation instants, and a targeting group (which targets of
   which kinds the reward has, read from the link rows). A call applies the time filters
-  (``catalogue.filters.TimeCondition``, the FilterSet's own conditions), the targeting rule
-  for its customer's facts (``issuance.eligibility.targeting_refused``, once per group) and
-  pages: a few vector operations over the brand instead of a count in SQL.
-- ``ListedReward``: a reward rendered but for the per-call fields (expired, started, the
-  limits with the customer's consumption, which are read afresh each call).
+  (``catalogue.filters.time_condition``, the FilterSet's own conditions), the targeting rule
+  for its customer's facts (``issuance.eligibility.targeting_refused``, evaluated for every
+  group at once) and pages: a few vector operations over the brand instead of a count in SQL.
+- ``ListedReward``: a reward rendered, as JSON text, but for the per-call fields (expired,
+  started, the limits with the customer's consumption, which are read afresh each call).
+- The brand by name, the org-level limits, and the validated filter parameters by their text.
+
+A warm call makes two statements: the catalogue version, the customer and its facts in one;
+the limits' consumption.
 
 Both are keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
 statement that writes a table the list shows (``catalogue.models.LIST_TABLES``), read once per
