@@ -56,6 +56,7 @@ from catalogue.selectors import (
     with_list_details,
 )
 from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
+from issuance import rawsql
 from issuance.resolution import brand_for
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -145,7 +146,7 @@ def catalogue_version() -> int | None:
     before its first catalogue write)."""
     if not enabled():
         return None
-    with connections[_alias()].cursor() as cursor:
+    with rawsql.cursor(connections[_alias()]) as cursor:
         cursor.execute(f'SELECT value FROM "{CatalogueVersion._meta.db_table}" WHERE id = 1')
         row = cursor.fetchone()
     return row[0] if row else None
@@ -168,7 +169,7 @@ def version_customer_facts(org: Organisation, customer_id: int) -> tuple[int | N
     has this customer, and what the customer holds (``issuance.eligibility.customer_facts``)."""
     if not 0 < customer_id <= MAX_CUSTOMER_ID:
         return catalogue_version(), False, CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
-    with connections[_alias()].cursor() as cursor:
+    with rawsql.cursor(connections[_alias()]) as cursor:
         cursor.execute(_call_sql(), [org.pk, customer_id, *facts_params(customer_id)])
         rows = cursor.fetchall()
     version = next((row[0] for row in rows if row[2] == _VERSION), None)

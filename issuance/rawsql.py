@@ -13,12 +13,19 @@ an instance through ``Model.from_db``; an INSERT sends what ``save()`` sends (``
 ``bulk_create``: none is connected to the models written here (issuance/caches.py listens only
 to catalogue metadata). Plain SQL that runs on PostgreSQL and SQLite: IN lists are expanded
 (``placeholders``), never ``= ANY(%s)``.
+
+On PostgreSQL these statements also run as **prepared statements** (``cursor`` below): each
+statement text is parsed and planned once per database connection, then only executed — the
+8-part targets UNION, the reward look-up with its joins and the inserts were planned afresh on
+every call before (docs/performance.md, "Prepared statements"). ``DATABASE_PREPARED_STATEMENTS
+=false`` turns this off (PgBouncer in transaction pooling mode before 1.21 cannot keep them).
 """
 
 import functools
 from collections.abc import Callable
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
@@ -82,10 +89,77 @@ class Columns:
         return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
 
 
+def prepares(db) -> bool:
+    """Whether the hot path's statements are prepared on ``db``: PostgreSQL, with a
+    ``prepare_threshold`` in its OPTIONS (settings: ``DATABASE_PREPARED_STATEMENTS``)."""
+    return db.vendor == "postgresql" and db.settings_dict["OPTIONS"].get("prepare_threshold") is not None
+
+
+@functools.cache
+def _postgresql():
+    """Django's psycopg 3 names for the preparing cursor (imported on PostgreSQL only)."""
+    from django.db.backends.postgresql import base
+
+    class PreparingCursor(base.ServerBindingCursor):
+        """Parameters bound on the server (``$1``…) and every statement prepared on first use
+        (psycopg keeps a connection's prepared statements by text and parameter types, up to
+        its ``prepared_max``; Django's own cursors bind on the client and never prepare)."""
+
+        def execute(self, query, params=None, *, prepare=True, binary=None):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+        def _send_query_prepared(self, name, pgq, *, binary=None):
+            # psycopg keeps the query it ran (what Django logs: DEBUG, CaptureQueriesContext)
+            # on the unprepared path only; keep it on this one too.
+            self._query = pgq
+            return super()._send_query_prepared(name, pgq, binary=binary)
+
+    class KeptCursor(CursorWrapper):
+        """The connection's one preparing cursor, kept open from statement to statement:
+        leaving a ``with`` block does not close it (making a cursor and its wrapper per
+        statement cost ~0.15 ms, about as much as executing it)."""
+
+        def __exit__(self, type, value, traceback):
+            pass
+
+    return base, PreparingCursor, KeptCursor
+
+
+def cursor(db=None):
+    """A cursor for the hot path's statements on ``db`` (the default connection), wrapped as
+    ``db.cursor()`` wraps Django's own (errors, query logging); on PostgreSQL with prepared
+    statements on, one that binds on the server and prepares (``DatabaseWrapper._cursor`` and
+    ``create_cursor`` with another cursor class), kept for the connection's life unless
+    queries are being logged (DEBUG, ``CaptureQueriesContext``: a fresh logging one)."""
+    db = db or connections[DEFAULT_DB_ALIAS]
+    if not prepares(db):
+        return db.cursor()
+    base, preparing_cursor, kept_cursor = _postgresql()
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+
+    def new():
+        raw = preparing_cursor(db.connection)
+        loader = db.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+        if db.timezone != loader.timezone:
+            base.register_tzloader(db.timezone, raw)
+        return raw
+
+    if db.queries_logged:
+        with db.wrap_database_errors:
+            return db._prepare_cursor(new())
+    kept = db.__dict__.get("_rawsql_cursor")
+    if kept is None or kept.cursor.closed or kept.cursor.connection is not db.connection:
+        db.validate_thread_sharing()
+        with db.wrap_database_errors:
+            kept = db.__dict__["_rawsql_cursor"] = kept_cursor(new(), db)
+    return kept
+
+
 def fetch(sql: str, params, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    with cursor(connections[using]) as c:
+        c.execute(sql, params)
+        return c.fetchall()
 
 
 class Insert:
@@ -117,14 +191,14 @@ class Insert:
             return
         db = connections[DEFAULT_DB_ALIAS]  # the proxy ``connection`` costs a lookup per attribute
         batches = [objs] if db.features.can_return_rows_from_bulk_insert else [[o] for o in objs]
-        with db.cursor() as cursor:
+        with cursor(db) as c:
             for batch in batches:
                 params = [value for obj in batch for value in self._params(obj, db)]
-                cursor.execute(self._sql(len(batch)), params)
+                c.execute(self._sql(len(batch)), params)
                 if db.features.can_return_columns_from_insert:
-                    ids = [row[0] for row in cursor.fetchall()]
+                    ids = [row[0] for row in c.fetchall()]
                 else:
-                    ids = [db.ops.last_insert_id(cursor, self.model._meta.db_table, self.model._meta.pk.column)]
+                    ids = [db.ops.last_insert_id(c, self.model._meta.db_table, self.model._meta.pk.column)]
                 for obj, pk in zip(batch, ids, strict=True):
                     obj.pk = pk
                     obj._state.adding = False
@@ -139,10 +213,10 @@ def update(obj: Model, *names: str) -> None:
     fields = [meta.get_field(name) for name in names]
     sets = ", ".join(f"{quoted(f.column)} = %s" for f in fields)
     params = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields]
-    with db.cursor() as cursor:
-        cursor.execute(f"UPDATE {quoted(meta.db_table)} SET {sets} WHERE {quoted(meta.pk.column)} = %s",
+    with cursor(db) as c:
+        c.execute(f"UPDATE {quoted(meta.db_table)} SET {sets} WHERE {quoted(meta.pk.column)} = %s",
                        [*params, obj.pk])
-        if cursor.rowcount == 0:
+        if c.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
 
 
@@ -190,9 +264,9 @@ class CompiledQuery:
         for name, value in values.items():
             params[c["slots"][name]] = value
         db = connections[DEFAULT_DB_ALIAS]
-        with db.cursor() as cursor:
-            cursor.execute(c["sql"], params)
-            rows = cursor.fetchall()
+        with cursor(db) as cur:
+            cur.execute(c["sql"], params)
+            rows = cur.fetchall()
         objs = []
         for row in rows:
             if c["converters"]:

@@ -121,6 +121,10 @@ def _database_from_env() -> dict:
         db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         db["CONN_HEALTH_CHECKS"] = True
         _postgresql_options(db)
+        if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+            # The hot path's statements (issuance.rawsql.cursor) are prepared once per
+            # connection; Django's own cursors never prepare whatever this says.
+            db["OPTIONS"]["prepare_threshold"] = 5
     return db
 
 
