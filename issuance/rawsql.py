@@ -135,11 +135,17 @@ def cursor(db=None):
     if not prepares(db):
         return db.cursor()
     base, preparing_cursor, kept_cursor = _postgresql()
+    from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
     db.close_if_health_check_failed()
     db.ensure_connection()
 
     def new():
         raw = preparing_cursor(db.connection)
+        # Every Python int as a bigint: psycopg otherwise picks smallint, integer or bigint by
+        # each value, and a statement prepared for (int2, int4) is another than for (int4,
+        # int4) — customer 40,000 and customer 4 would each get their own prepared statements.
+        raw.adapters.register_dumper(int, Int8Dumper)
+        raw.adapters.register_dumper(int, Int8BinaryDumper)
         loader = db.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
         if db.timezone != loader.timezone:
             base.register_tzloader(db.timezone, raw)

@@ -117,3 +117,12 @@ def test_a_new_connection_gets_a_new_cursor():
     fresh = rawsql.cursor()
     assert fresh is not kept and fresh.cursor.connection is connection.connection
     assert rawsql.fetch("SELECT %s::int", [7]) == [(7,)]
+
+
+def test_one_prepared_statement_whatever_the_size_of_an_integer():
+    """psycopg would bind 4 as a smallint and 40,000 as an integer: two prepared statements
+    for one text. Every int is bound as a bigint instead."""
+    sql = "SELECT %s + 0 AS int_probe, %s::text AS int_probe_text"
+    assert [rawsql.fetch(sql, [n, n]) for n in (4, 40_000, 2**40)] == [
+        [(4, "4")], [(40_000, "40000")], [(2**40, "1099511627776")]]
+    assert len([text for text in prepared() if "int_probe" in text]) == 1
