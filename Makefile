@@ -5,6 +5,10 @@
 PYTHON ?= python3
 PORT ?= 8000
 PYTEST_ARGS ?=
+# make test (with no PYTEST_ARGS) runs the suite in this many pytest-xdist processes (one test
+# database each, whole modules per process); PYTEST_WORKERS=1 for one process. With
+# PYTEST_ARGS it runs one process with those arguments.
+PYTEST_WORKERS ?= 2
 RUNSERVER_ARGS ?= --noreload
 
 VENV := .venv
@@ -48,7 +52,13 @@ run: $(DEPS_STAMP)
 test: $(DEPS_STAMP)
 	@# Browser tests (tests/browser) drive Debian's chromium; installed once, when missing.
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || echo "warning: chromium not installed: browser tests will be skipped" >&2
+ifeq ($(filter-out 0 1,$(PYTEST_WORKERS))$(PYTEST_ARGS),$(PYTEST_WORKERS))
+	@# The whole suite in PYTEST_WORKERS processes, then the schemathesis fuzz module in one:
+	@# its cases share one node id per test, which pytest-xdist runs only once.
+	scripts/pg_test_cluster.sh with sh -c '$(VENV_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/test_fuzz_api.py && $(VENV_PY) -m pytest tests/test_fuzz_api.py'
+else
 	scripts/pg_test_cluster.sh with $(VENV_PY) -m pytest $(PYTEST_ARGS)
+endif
 
 test-sqlite: $(DEPS_STAMP)
 	mkdir -p var

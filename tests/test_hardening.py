@@ -115,8 +115,8 @@ def test_production_pages_are_https_only_with_security_headers_and_secure_cookie
     [("DEBUG", "true", "DEBUG must be off"), ("SECRET_KEY", "short", "SECRET_KEY must be a long random value"),
      ("API_MAX_BODY_BYTES", "10", "API_MAX_BODY_BYTES"),
      ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set in production"),
-     ("FIELD_ENCRYPTION_KEYS", f"{Fernet.generate_key().decode()},not-a-fernet-key",
-      "FIELD_ENCRYPTION_KEYS: key 2 is not a Fernet key")],
+     pytest.param("FIELD_ENCRYPTION_KEYS", f"{Fernet.generate_key().decode()},not-a-fernet-key",
+                  "FIELD_ENCRYPTION_KEYS: key 2 is not a Fernet key", id="FIELD_ENCRYPTION_KEYS-second-key-bad")],
 )
 def test_production_settings_refuse_insecure_values_at_start_up(variable, value, message):
     result = manage("check", settings_module="rewards_site.settings.production",
