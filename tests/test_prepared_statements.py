@@ -91,8 +91,10 @@ def test_off_switch(monkeypatch):
     from rewards_site.settings.base import _database_from_env
 
     assert _database_from_env()["OPTIONS"]["prepare_threshold"] == 5
+    monkeypatch.setenv("DATABASE_JIT_OFF_OPTION", "false")  # behind PgBouncer: no OPTIONS from it
+    assert _database_from_env()["OPTIONS"] == {"prepare_threshold": 5}
     monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", "false")
-    assert "prepare_threshold" not in _database_from_env()["OPTIONS"]
+    assert "prepare_threshold" not in _database_from_env().get("OPTIONS", {})
 
     monkeypatch.delitem(connection.settings_dict["OPTIONS"], "prepare_threshold")
     assert not rawsql.prepares(connection)

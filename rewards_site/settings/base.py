@@ -124,7 +124,7 @@ def _database_from_env() -> dict:
         if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
             # The hot path's statements (issuance.rawsql.cursor) are prepared once per
             # connection; Django's own cursors never prepare whatever this says.
-            db["OPTIONS"]["prepare_threshold"] = 5
+            db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
     return db
 
 
