@@ -55,8 +55,8 @@ from catalogue.selectors import (
     org_constraints,
     with_list_details,
 )
-from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
 from issuance import rawsql
+from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
 from issuance.resolution import brand_for
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)

@@ -97,13 +97,26 @@ def prepares(db) -> bool:
 
 @functools.cache
 def _postgresql():
-    """Django's psycopg 3 names for the preparing cursor (imported on PostgreSQL only)."""
+    """Django's psycopg 3 names and the cursor classes below (imported on PostgreSQL only)."""
     from django.db.backends.postgresql import base
+    from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
 
     class PreparingCursor(base.ServerBindingCursor):
         """Parameters bound on the server (``$1``…) and every statement prepared on first use
         (psycopg keeps a connection's prepared statements by text and parameter types, up to
         its ``prepared_max``; Django's own cursors bind on the client and never prepare)."""
+
+        def __init__(self, db):
+            super().__init__(db.connection)
+            # Every Python int as a bigint: psycopg otherwise picks smallint, integer or bigint
+            # by each value, and a statement prepared for (int2, int4) is another than for
+            # (int4, int4) — customer 40,000 and customer 4 would each get their own.
+            self.adapters.register_dumper(int, Int8Dumper)
+            self.adapters.register_dumper(int, Int8BinaryDumper)
+            # The connection's time zone, as DatabaseWrapper.create_cursor sets it.
+            loader = db.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+            if db.timezone != loader.timezone:
+                base.register_tzloader(db.timezone, self)
 
         def execute(self, query, params=None, *, prepare=True, binary=None):
             return super().execute(query, params, prepare=prepare, binary=binary)
@@ -122,7 +135,7 @@ def _postgresql():
         def __exit__(self, type, value, traceback):
             pass
 
-    return base, PreparingCursor, KeptCursor
+    return PreparingCursor, KeptCursor
 
 
 def cursor(db=None):
@@ -134,31 +147,17 @@ def cursor(db=None):
     db = db or connections[DEFAULT_DB_ALIAS]
     if not prepares(db):
         return db.cursor()
-    base, preparing_cursor, kept_cursor = _postgresql()
-    from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
+    preparing_cursor, kept_cursor = _postgresql()
     db.close_if_health_check_failed()
     db.ensure_connection()
-
-    def new():
-        raw = preparing_cursor(db.connection)
-        # Every Python int as a bigint: psycopg otherwise picks smallint, integer or bigint by
-        # each value, and a statement prepared for (int2, int4) is another than for (int4,
-        # int4) — customer 40,000 and customer 4 would each get their own prepared statements.
-        raw.adapters.register_dumper(int, Int8Dumper)
-        raw.adapters.register_dumper(int, Int8BinaryDumper)
-        loader = db.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
-        if db.timezone != loader.timezone:
-            base.register_tzloader(db.timezone, raw)
-        return raw
-
     if db.queries_logged:
         with db.wrap_database_errors:
-            return db._prepare_cursor(new())
+            return db._prepare_cursor(preparing_cursor(db))
     kept = db.__dict__.get("_rawsql_cursor")
     if kept is None or kept.cursor.closed or kept.cursor.connection is not db.connection:
         db.validate_thread_sharing()
         with db.wrap_database_errors:
-            kept = db.__dict__["_rawsql_cursor"] = kept_cursor(new(), db)
+            kept = db.__dict__["_rawsql_cursor"] = kept_cursor(preparing_cursor(db), db)
     return kept
 
 
