@@ -722,6 +722,15 @@ class RewardConstraint(models.Model):
                 name="constraint_level_matches_target",
             ),
         ]
+        indexes = [
+            # The engine's limit look-up (issuance.services._constraints_for) is "the rewards'
+            # own limits OR the org's limits of their redemption types": with the reward_id
+            # index this makes it a BitmapOr of two index scans instead of a sequential scan of
+            # every limit (5,000 limits in the 100k bench: 1.3 ms of database CPU per issue).
+            # Not partial: the statement is prepared, and a generic plan (level = $n) could not
+            # use an index WHERE level = 'CUSTOMER_REDEMPTION_TYPE'.
+            models.Index(fields=["org", "level", "redemption_type"], name="constraint_org_level_type"),
+        ]
 
     def __str__(self) -> str:
         target = f"reward {self.reward_id}" if self.reward_id else self.redemption_type
