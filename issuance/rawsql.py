@@ -19,11 +19,20 @@ statement text is parsed and planned once per database connection, then only exe
 8-part targets UNION, the reward look-up with its joins and the inserts were planned afresh on
 every call before (docs/performance.md, "Prepared statements"). ``DATABASE_PREPARED_STATEMENTS
 =false`` turns this off (PgBouncer in transaction pooling mode before 1.21 cannot keep them).
+
+On PostgreSQL the writes of an issue call also go to the database as **one statement**
+(``batched`` below): the new rows' ids are taken from their sequences up front, so every INSERT
+and UPDATE can be queued as it is made and all of them sent as data-modifying CTEs of one
+statement — the six write statements of a single issue were six round trips and six executor
+runs (docs/performance.md, "The writes as one statement"). ``ISSUE_WRITE_BATCH=false`` turns
+this off.
 """
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
@@ -191,10 +200,14 @@ class Insert:
 
     def run(self, objs: list[Model]) -> None:
         """Insert ``objs`` (one statement when there are several and the database returns
-        their ids) and set their primary keys, as ``save(force_insert=True)`` does."""
+        their ids) and set their primary keys, as ``save(force_insert=True)`` does. Inside
+        ``batched``, queued with ids taken beforehand instead (sent with the batch)."""
         if not objs:
             return
         db = connections[DEFAULT_DB_ALIAS]  # the proxy ``connection`` costs a lookup per attribute
+        batch = db.__dict__.get(_BATCH)
+        if batch is not None and batch.insert(self, objs):
+            return
         batches = [objs] if db.features.can_return_rows_from_bulk_insert else [[o] for o in objs]
         with cursor(db) as c:
             for batch in batches:
@@ -212,17 +225,188 @@ class Insert:
 
 def update(obj: Model, *names: str) -> None:
     """``UPDATE`` of the named fields of a saved instance (``auto_now`` ones refreshed), as
-    ``save(update_fields=names)`` does, and the same error when no row matched."""
-    meta = obj._meta
+    ``save(update_fields=names)`` does, and the same error when no row matched (inside
+    ``batched``: queued, the error raised when the batch is sent)."""
     db = connections[DEFAULT_DB_ALIAS]
-    fields = [meta.get_field(name) for name in names]
-    sets = ", ".join(f"{quoted(f.column)} = %s" for f in fields)
-    params = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields]
+    params = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in _update_fields(type(obj), names)]
+    batch = db.__dict__.get(_BATCH)
+    if batch is not None:
+        batch.update(obj, names, params)
+        return
     with cursor(db) as c:
-        c.execute(f"UPDATE {quoted(meta.db_table)} SET {sets} WHERE {quoted(meta.pk.column)} = %s",
-                       [*params, obj.pk])
+        c.execute(_update_sql(type(obj), names), [*params, obj.pk])
         if c.rowcount == 0:
-            raise DatabaseError("Save with update_fields did not affect any rows.")
+            raise DatabaseError(_NO_ROWS)
+
+
+_NO_ROWS = "Save with update_fields did not affect any rows."
+
+
+@functools.cache
+def _update_fields(model: type[Model], names: tuple[str, ...]) -> list:
+    return [model._meta.get_field(name) for name in names]
+
+
+@functools.cache
+def _update_sql(model: type[Model], names: tuple[str, ...]) -> str:
+    meta = model._meta
+    sets = ", ".join(f"{quoted(f.column)} = %s" for f in _update_fields(model, names))
+    return f"UPDATE {quoted(meta.db_table)} SET {sets} WHERE {quoted(meta.pk.column)} = %s"
+
+
+# ---------------------------------------------------------------- one statement for a call's writes
+
+_BATCH = "_rawsql_batch"  # the connection's open batch, in its __dict__ (as the kept cursor)
+_MAX_PARAMS = 20_000  # PostgreSQL takes at most 65,535 parameters in one statement
+
+
+def batches(db) -> bool:
+    """Whether ``batched`` queues writes on ``db``: PostgreSQL (data-modifying CTEs, sequences)
+    unless settings.ISSUE_WRITE_BATCH is off."""
+    return db.vendor == "postgresql" and getattr(settings, "ISSUE_WRITE_BATCH", True)
+
+
+@functools.cache
+def _sequence(alias: str, table: str, column: str) -> str:
+    """The sequence that numbers ``table.column`` (an identity or serial column)."""
+    with connections[alias].cursor() as c:
+        c.execute("SELECT pg_get_serial_sequence(%s, %s)", [quoted(table), column])
+        (name,) = c.fetchone()
+    if name is None:
+        raise LookupError(f"{table}.{column} has no sequence")
+    return name
+
+
+@functools.lru_cache(maxsize=16)
+def _reserve_sql(alias: str, models: tuple[type[Model], ...]) -> str:
+    arrays = []
+    for model in models:
+        sequence = _sequence(alias, model._meta.db_table, model._meta.pk.column).replace("'", "''")
+        arrays.append(f"ARRAY(SELECT nextval('{sequence}') FROM generate_series(1, %s))")
+    return "SELECT " + ", ".join(arrays)
+
+
+class _Batch:
+    """The writes queued on one connection inside ``batched``: each INSERT with the ids taken
+    for it, each UPDATE with its values, in the order they were made; ``flush`` sends them as
+    one statement. Before any other statement runs on the connection (a read, a savepoint, an
+    ORM save) the queue is flushed first (an execute wrapper), so every statement sees the
+    writes made before it, as when each write ran at once."""
+
+    def __init__(self, db, ids: dict[type[Model], list[int]]):
+        self.db = db
+        self.ids = ids
+        self.parts: list[tuple] = []  # ("insert", model, rows) / ("update", model, names)
+        self.params: list = []
+        self.inserted: set[tuple[type[Model], object]] = set()
+        self.updated: set[tuple[type[Model], object]] = set()
+        self.flushing = False
+
+    def insert(self, insert: "Insert", objs: list[Model]) -> bool:
+        """Queue the INSERT of ``objs`` with ids taken beforehand; False (nothing queued, the
+        queue flushed) when too few ids were taken: the caller then inserts at once."""
+        model = insert.model
+        ids = self.ids.get(model)
+        if ids is None or len(ids) < len(objs):
+            self.flush()
+            return False
+        width = len(insert.fields) + 1
+        if len(self.params) + width * len(objs) > _MAX_PARAMS:
+            self.flush()
+        alias = self.db.alias
+        for obj in objs:
+            obj.pk = ids.pop()
+            self.params.append(obj.pk)
+            self.params.extend(insert._params(obj, self.db))
+            obj._state.adding = False
+            obj._state.db = alias
+            self.inserted.add((model, obj.pk))
+        self.parts.append(("insert", model, len(objs)))
+        return True
+
+    def update(self, obj: Model, names: tuple[str, ...], params: list) -> None:
+        key = (type(obj), obj.pk)
+        if key in self.inserted or key in self.updated or len(self.params) + len(params) + 1 > _MAX_PARAMS:
+            # A sibling CTE does not see the rows another one writes: send those first.
+            self.flush()
+        self.parts.append(("update", type(obj), names))
+        self.params.extend(params)
+        self.params.append(obj.pk)
+        self.updated.add(key)
+
+    def before_statement(self, execute, sql, params, many, context):
+        if self.parts and not self.flushing:
+            self.flush()
+        return execute(sql, params, many, context)
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        parts, params = tuple(self.parts), self.params
+        self.parts, self.params = [], []
+        self.inserted.clear()
+        self.updated.clear()
+        self.flushing = True
+        try:
+            with cursor(self.db) as c:
+                c.execute(_batch_sql(parts), params)
+                counts = c.fetchone()
+        finally:
+            self.flushing = False
+        if counts is not None and 0 in counts:
+            raise DatabaseError(_NO_ROWS)
+
+    def discard(self) -> None:
+        self.parts, self.params = [], []
+
+
+@functools.lru_cache(maxsize=256)
+def _batch_sql(parts: tuple) -> str:
+    """``WITH w0 AS (INSERT …), w1 AS (UPDATE … RETURNING 1), … SELECT <rows updated by
+    each UPDATE>``: PostgreSQL runs every data-modifying CTE once, to completion, whether or
+    not the main query reads it; the counts stand for ``rowcount`` (a row that is gone)."""
+    ctes, counts = [], []
+    for n, (kind, model, arg) in enumerate(parts):
+        meta = model._meta
+        if kind == "insert":
+            fields = [meta.pk, *Insert(model).fields]
+            row = f"({placeholders(len(fields))})"
+            ctes.append(f"w{n} AS (INSERT INTO {quoted(meta.db_table)} "
+                        f"({', '.join(quoted(f.column) for f in fields)}) VALUES {', '.join([row] * arg)})")
+        else:
+            ctes.append(f"w{n} AS ({_update_sql(model, arg)} RETURNING 1)")
+            counts.append(f"(SELECT count(*) FROM w{n})")
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(counts) or '1'}"
+
+
+@contextlib.contextmanager
+def batched(reserve: dict[type[Model], int], using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Inside: ``Insert.run`` and ``update`` on ``using`` are queued and sent as ONE statement
+    at the end of the block (or before any other statement on the connection); ids for up to
+    ``reserve[model]`` new rows of each model are taken from their sequences by one statement
+    first (unused ones are left as gaps, as a rolled-back insert leaves them). Needs the
+    caller's transaction; an exception discards the queue (the transaction rolls back).
+    Elsewhere than PostgreSQL, or nested, the writes run at once as outside."""
+    db = connections[using]
+    if not batches(db) or db.__dict__.get(_BATCH) is not None:
+        yield
+        return
+    models = tuple(reserve)
+    with cursor(db) as c:
+        c.execute(_reserve_sql(db.alias, models), [max(0, reserve[m]) for m in models])
+        arrays = c.fetchone()
+    # Popped from the end: reversed so the rows get their ids in the order they are made.
+    batch = _Batch(db, {m: list(reversed(ids)) for m, ids in zip(models, arrays, strict=True)})
+    db.__dict__[_BATCH] = batch
+    try:
+        with db.execute_wrapper(batch.before_statement):
+            yield
+            batch.flush()
+    except BaseException:
+        batch.discard()
+        raise
+    finally:
+        db.__dict__.pop(_BATCH, None)
 
 
 class CompiledQuery:

@@ -74,6 +74,7 @@ from .models import (
     IssuanceLine,
     IssuanceStatus,
     IssuedUnit,
+    LedgerEntry,
     LineStatus,
     PointsAccount,
 )
@@ -1005,27 +1006,46 @@ def _execute(ctxs: list[_Context]) -> IssueResult:
 
     outcomes = []
     issuances = []
-    for ctx, plans in planned:
-        paying = paying_by_org[ctx.org.pk]
-        live = [p for p in plans if p.replay is None]
-        codes = _codes_for(live, ctx.now)
-        works = [_line_work(plan, ctx, codes) for plan in live]
-        issuance = None
-        new = [w for w in works if w.new]
-        if new:
-            # Written once, with the status its lines give it.
-            issuance = _new_issuance(ctx, paying)
-            issuance.status, issuance.response_code = _issuance_status(new, request.mode)
-            _insert([issuance])
-            issuances.append(issuance)
-        _write_lines(works, issuance, paying, ctx)
-        outcomes.extend(responses.Outcome(plan=w.plan, line=w.line) for w in works)
-        outcomes.extend(responses.Outcome(plan=p, line=None, replay=p.replay) for p in plans if p.replay is not None)
-    outcomes.sort(key=lambda o: o.plan.index)
-    settled = [o for o in outcomes if o.line is not None and o.line.status != LineStatus.PENDING]
-    responses.fill_line_bodies(settled, mode=request.mode, event_date_time=request.event_date_time)
-    _records_store(outcomes, request.mode)
+    # The writes below go to the database as one statement (rawsql.batched, PostgreSQL).
+    with rawsql.batched(_rows_at_most(planned)):
+        for ctx, plans in planned:
+            paying = paying_by_org[ctx.org.pk]
+            live = [p for p in plans if p.replay is None]
+            codes = _codes_for(live, ctx.now)
+            works = [_line_work(plan, ctx, codes) for plan in live]
+            issuance = None
+            new = [w for w in works if w.new]
+            if new:
+                # Written once, with the status its lines give it.
+                issuance = _new_issuance(ctx, paying)
+                issuance.status, issuance.response_code = _issuance_status(new, request.mode)
+                _insert([issuance])
+                issuances.append(issuance)
+            _write_lines(works, issuance, paying, ctx)
+            outcomes.extend(responses.Outcome(plan=w.plan, line=w.line) for w in works)
+            outcomes.extend(responses.Outcome(plan=p, line=None, replay=p.replay) for p in plans if p.replay is not None)
+        outcomes.sort(key=lambda o: o.plan.index)
+        settled = [o for o in outcomes if o.line is not None and o.line.status != LineStatus.PENDING]
+        responses.fill_line_bodies(settled, mode=request.mode, event_date_time=request.event_date_time)
+        _records_store(outcomes, request.mode)
     return _Executed(request, outcomes, issuances, paying_by_org)
+
+
+def _rows_at_most(planned: list[tuple[_Context, list[LinePlan]]]) -> dict[type, int]:
+    """The most rows of each model the write step can insert for these plans: the ids
+    ``rawsql.batched`` takes beforehand (too few only costs a statement of its own)."""
+    rows = dict.fromkeys(_INSERTS, 0)
+    rows[LedgerEntry] = 0
+    for _ctx, plans in planned:
+        live = [p for p in plans if p.replay is None]
+        new = [p for p in live if p.line is None]
+        rows[Issuance] += 1 if new else 0
+        rows[IssuanceLine] += len(new)
+        rows[IssuedUnit] += sum(max(p.units, 0) for p in live)
+        rows[FulfillmentChange] += sum(1 for p in new if p.fulfillment is not None)
+        rows[LedgerEntry] += len(live)
+        rows[IdempotencyRecord] += sum(1 for p in live if p.item.request_id and p.record is None)
+    return rows
 
 
 def _issuance_status(works: list[_LineWork], mode: str) -> tuple[str, int]:

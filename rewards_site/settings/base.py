@@ -225,6 +225,10 @@ LIST_UNPAGED_CEILING = env.int("LIST_UNPAGED_CEILING", default=1000)
 # The list API's in-memory index of a brand's rewards, kept per catalogue version
 # (catalogue/list_index.py; PostgreSQL only). false: every call reads the database.
 LIST_INDEX = env.bool("LIST_INDEX", default=True)
+# An issue call's writes sent as one statement of data-modifying CTEs, with the new rows'
+# ids taken beforehand (issuance/rawsql.py: batched; PostgreSQL only). false: one statement
+# per write, as on SQLite.
+ISSUE_WRITE_BATCH = env.bool("ISSUE_WRITE_BATCH", default=True)
 if LIST_MAX_PAGE_SIZE < 1 or LIST_UNPAGED_CEILING < 1:
     from django.core.exceptions import ImproperlyConfigured
 
