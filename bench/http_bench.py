@@ -72,6 +72,8 @@ PLAN = {
     "10k": ["ping", "issue", "bare", "bulk", "pgbench", "list"],
     "100k-drained": ["ping", "issue", "bare", "bulk", "pgbench"],
 }
+AB_KEY = "100k-ab"  # --ab: the 100k database again, through a server with one setting changed
+DATABASES[AB_KEY] = DATABASES["100k"]
 WRK_LUA = ROOT / "bench" / "wrk" / "api.lua"
 # The throwaway cluster runs with shared_buffers = 128 MB, so PostgreSQL "synchronises"
 # sequential scans of the 2,000,000-code pool table (over a quarter of shared_buffers): each scan
@@ -333,11 +335,12 @@ def wait_port(port: int, timeout: float = 60) -> None:
 class Server:
     """gunicorn on one bench database."""
 
-    def __init__(self, url: str, workers: int, log_dir: Path):
+    def __init__(self, url: str, workers: int, log_dir: Path, extra_env: dict | None = None):
         self.port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "BENCH_VIEWS": "1", "DEBUG": "false",
                "DJANGO_SETTINGS_MODULE": "rewards_site.settings.base", "ALLOWED_HOSTS": "127.0.0.1,localhost",
-               "OAUTH2_ACCESS_TOKEN_SECONDS": "86400", "LOG_LEVEL": "WARNING", "CONN_MAX_AGE": "600"}
+               "OAUTH2_ACCESS_TOKEN_SECONDS": "86400", "LOG_LEVEL": "WARNING", "CONN_MAX_AGE": "600",
+               **(extra_env or {})}
         self.log = open(log_dir / f"gunicorn-{self.port}.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "rewards_site.wsgi:application",
@@ -514,6 +517,9 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run on this cluster")
     parser.add_argument("--profile", action="store_true",
                         help="also py-spy the issue call (var/bench/issue-profile.txt)")
+    parser.add_argument("--ab", metavar="NAME=VALUE",
+                        help="A/B a setting: a second server on the 100k database with this environment "
+                             "variable runs issue and bare in the same rounds (scenarios of '100k-ab')")
     args = parser.parse_args()
     if args.load:
         print(json.dumps(load(args.load)), flush=True)
@@ -538,13 +544,22 @@ def main() -> None:  # noqa: C901, PLR0915
     print(f"machine: {os.cpu_count()} cores; load before: {Path('/proc/loadavg').read_text().split()[:3]}; "
           f"logs in {log_dir}", flush=True)
 
-    facts = prepare(base, list(plan), log_dir, args.reuse)
+    ab_env = None
+    if args.ab:
+        name, sep, value = args.ab.partition("=")
+        if not sep or not name:
+            sys.exit("--ab takes NAME=VALUE, e.g. --ab ISSUE_WRITE_BATCH=false")
+        ab_env = {name: value}
+        plan[AB_KEY] = ["issue", "bare"]
+    facts = prepare(base, [key for key in plan if key != AB_KEY], log_dir, args.reuse)
+    if ab_env:
+        facts[AB_KEY] = facts["100k"]
     servers, tokens, scripts = {}, {}, {}
     pg_pid = postmaster_pid(base)
     try:
         for key in plan:
             url = db_url(base, DATABASES[key][0])
-            servers[key] = Server(url, args.workers, log_dir)
+            servers[key] = Server(url, args.workers, log_dir, ab_env if key == AB_KEY else None)
             tokens[key] = oauth_token(servers[key].port, facts[key])
             script = log_dir / f"bare-{key}.sql"
             from benchsupport.bare_issue import pgbench_script
@@ -570,7 +585,7 @@ def main() -> None:  # noqa: C901, PLR0915
             else:
                 kind, _, auth = scenario.partition("-")
                 header = f"Bearer {tokens[key]}" if auth == "oauth" else basic_auth
-                result = run_wrk(server.port, wrk_env(kind, facts[key], header, f"{tag}-{scenario}"), seconds,
+                result = run_wrk(server.port, wrk_env(kind, facts[key], header, f"{tag}-{key}-{scenario}"), seconds,
                                  args.connections)
             app1, db1 = server.cpu(), tree_cpu_seconds(pg_pid)
             n = max(result["requests"], 1)
@@ -694,6 +709,11 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
                 lambda i, s=scenario: rps(main_, s, i) / rps("100k-drained", s, i))
             ratios[f"{scenario} p95 drained / full (degradation; target <= 1.5)"] = per_round(
                 lambda i, s=scenario: results[("100k-drained", s)][i]["p95"] / results[(main_, s)][i]["p95"])
+    if AB_KEY in plan:
+        ab = args.ab
+        ratios[f"issue req/s with {ab} / without"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(main_, "issue", i))
+        ratios[f"issue CPU/call with {ab} / without"] = per_round(lambda i: cpu(AB_KEY, i, "issue") / cpu(main_, i, "issue"))
+        ratios[f"issue / bare with {ab}"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(AB_KEY, "bare", i))
     ratios["list p95 ms (target < 100)"] = med(main_, "list", "p95") / 1000
     print("\n## Ratios (median of the per-round ratios)\n")
     print("| ratio | value |\n|---|---|")

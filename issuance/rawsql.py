@@ -108,12 +108,37 @@ def prepares(db) -> bool:
 def _postgresql():
     """Django's psycopg 3 names and the cursor classes below (imported on PostgreSQL only)."""
     from django.db.backends.postgresql import base
+    from psycopg import _queries
     from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
+
+    @functools.lru_cache(maxsize=256)
+    def converted(query: str, encoding: str) -> tuple:
+        return _queries._query2pg_nocache(query.encode(encoding), encoding)
+
+    class ConvertedOnceQuery(_queries.PostgresQuery):
+        """psycopg turns a query's ``%s`` into ``$1``… by a regular-expression split of its
+        text on every execute, and caches that only for texts under 4,096 bytes with at most
+        50 parameters (against ORMs' ever-different multi-row INSERTs). The batch of an issue
+        call's writes is over both (~100 parameters), so psycopg split it anew each time:
+        ~1 ms of the call's CPU. The hot path's texts are few (one per statement shape,
+        bounded by the ``lru_cache``s that build them), so here every one is split once per
+        process. (psycopg's internals: ``tests/test_write_batch.py`` notices if they move.)"""
+
+        __slots__ = ()
+
+        def convert(self, query, vars):
+            if vars is None or not isinstance(query, str):
+                return super().convert(query, vars)
+            self.query, self._want_formats, self._order, self._parts = converted(query, self._tx.encoding)
+            self.dump(vars)
+            return None
 
     class PreparingCursor(base.ServerBindingCursor):
         """Parameters bound on the server (``$1``…) and every statement prepared on first use
         (psycopg keeps a connection's prepared statements by text and parameter types, up to
         its ``prepared_max``; Django's own cursors bind on the client and never prepare)."""
+
+        _query_cls = ConvertedOnceQuery
 
         def __init__(self, db):
             super().__init__(db.connection)

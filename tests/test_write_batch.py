@@ -232,3 +232,22 @@ def test_the_engine_answers_and_writes_the_same_batched_or_not(api, customer, ac
         "records": [("a", "DONE", 200), ("b", "DONE", 200), ("c", "DONE", 200), ("d", "DONE", 422)],
         "ok": True,
     }
+
+
+def test_a_long_statement_is_turned_into_dollar_placeholders_once_per_process(monkeypatch):
+    """psycopg caches the ``%s`` → ``$1`` conversion only for texts under 4,096 bytes with at
+    most 50 parameters; the hot path's cursor converts each of its texts (the batch: ~100
+    parameters) once. Fails if psycopg's internals this relies on move."""
+    from psycopg import _queries
+
+    if not rawsql.prepares(connection):
+        pytest.skip("prepared statements are off")
+    converted = []
+    real = _queries._query2pg_nocache
+    monkeypatch.setattr(_queries, "_query2pg_nocache", lambda query, encoding: converted.append(query)
+                        or real(query, encoding))
+    values = list(range(60))
+    sql = f"SELECT {', '.join(['%s'] * len(values))} -- {id(converted)}"  # a text not seen before
+    assert rawsql.fetch(sql, values) == [tuple(values)]
+    assert rawsql.fetch(sql, values[::-1]) == [tuple(values[::-1])]
+    assert [q for q in converted if q.startswith(b"SELECT")] == [sql.encode()]
