@@ -1,6 +1,6 @@
 """Throughput and latency of the issue and list APIs under gunicorn, with same-run baselines.
 
-    bench/run.sh [--rounds 3] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile]
+    bench/run.sh [--rounds 3] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile] [--ab NAME=VALUE]
 
 (``bench/run.sh`` installs wrk if absent and runs this under ``scripts/pg_test_cluster.sh with``;
 this file needs DATABASE_URL to name a throwaway PostgreSQL cluster.) docs/performance.md

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for the HTTP bench (docs/performance.md, "Issue and list under gunicorn"):
-#   bench/run.sh [--quick] [--rounds N] [--seconds S] [--workers W] [--connections C] [--profile]
+#   bench/run.sh [--quick] [--rounds N] [--seconds S] [--workers W] [--connections C] [--profile] [--ab NAME=VALUE]
 # Installs wrk (Debian) if absent and the project's dependencies (.venv), starts a throwaway
 # PostgreSQL 15 (scripts/pg_test_cluster.sh), runs bench/http_bench.py against it, removes it.
 set -euo pipefail
