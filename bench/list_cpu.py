@@ -3,6 +3,7 @@ comparisons of the list's code (docs/performance.md, "The list index").
 
     scripts/pg_test_cluster.sh with .venv/bin/python bench/list_cpu.py [--rewards 20000] [-n 400] [--rounds 3]
     scripts/pg_test_cluster.sh with .venv/bin/python bench/list_cpu.py --profile    # cProfile the list calls
+    (LIST_CPU_PROFILE_OUT=FILE: the raw stats also to FILE)
 
 1. Migrates the PostgreSQL database of DATABASE_URL and loads bench/list_rewards.py's catalogue at
    ``--rewards`` rewards and customers (60 % in brand BUKL).
@@ -70,6 +71,8 @@ def main() -> None:
         for _ in range(args.n):
             calls["list"]()
         profile.disable()
+        if os.environ.get("LIST_CPU_PROFILE_OUT"):  # raw stats for pstats
+            profile.dump_stats(os.environ["LIST_CPU_PROFILE_OUT"])
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
         return
 

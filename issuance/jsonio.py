@@ -11,8 +11,13 @@ from decimal import Decimal
 import simplejson
 
 
+# One encoder for every call: ``simplejson.dumps`` with options builds a JSONEncoder each time
+# (a fifth of encoding a small object). ``encode`` keeps no state between calls.
+_ENCODER = simplejson.JSONEncoder(use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(data) -> str:
-    return simplejson.dumps(data, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(data)
 
 
 def loads(text: str):

@@ -139,10 +139,13 @@ class ListedReward:
                    constraints=tuple(reward.list_constraints), parts=tuple(parts))
 
 
+_NO_LIMITS = jsonio.dumps(restrictions_body((), {}))  # most rewards' rewardRestrictions
+
+
 def reward_json(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> RawJSON:
     """The reward object of the list's body, as JSON text embedded by ``issuance.jsonio.dumps``."""
     expired, started = reward.end_time <= now, reward.start_time <= now
-    restrictions = jsonio.dumps(restrictions_body(reward.constraints, usages))
+    restrictions = jsonio.dumps(restrictions_body(reward.constraints, usages)) if reward.constraints else _NO_LIMITS
     head, between, before_restrictions, tail = reward.parts
     return RawJSON(f"{head}{'true' if expired else 'false'}{between}{'true' if started else 'false'}"
                    f"{before_restrictions}{restrictions}{tail}")
