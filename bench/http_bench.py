@@ -9,8 +9,8 @@ explains the method and keeps the figures.
 1. Data, with COPY (loader: bench/list_rewards.py ``load``, plus the issue extras below), in three
    databases of the cluster: ``bench_10k`` (10,000 customers and rewards), ``bench_100k``
    (100,000 of each) and ``bench_100k_drained`` (a copy of bench_100k whose two coupon pools are
-   90 % used: the first 900,000 codes of each, in the order the engine takes them, deleted, then
-   VACUUM as autovacuum would have run meanwhile). Sequential scans are not synchronised (see
+   90 % used: all but 100,000 codes of each, in the order the engine takes them, deleted, then
+   VACUUM as autovacuum would have run meanwhile; made anew at every run, ``--reuse`` too). Sequential scans are not synchronised (see
    SEQSCAN_AS_IN_PRODUCTION). Every database has a points account per customer, one
    single-issue coupon reward on a pool of 1,000,000 codes, ten bulk coupon rewards sharing a
    second pool of 1,000,000 codes, a till login (HTTP Basic) and an OAuth2 API client.
@@ -181,19 +181,42 @@ def bench_coupon_reward(*, org, brand, name: str, series, points: Decimal, now):
     return reward
 
 
-def drain(url: str, facts: dict, fraction: float) -> None:
-    """Delete the first ``fraction`` of each pool as if that many codes had been issued: the
+def make_drained(base: str, facts: dict) -> None:
+    """(Re)create ``bench_100k_drained``: a copy of ``bench_100k`` with both pools 90 % used."""
+    import psycopg
+
+    name = DATABASES["100k-drained"][0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{DATABASES["100k"][0]}"')
+        conn.execute(SEQSCAN_AS_IN_PRODUCTION.format(name))
+    facts["100k-drained"] = dict(facts["100k"])
+    left = drain(db_url(base, name), facts["100k-drained"], POOL // 10)
+    print(f"100k-drained: a copy of 100k with both pools 90 % used ({left} codes left of {POOL:,} each, "
+          "the rest deleted in the order the engine takes them, then VACUUM)", flush=True)
+
+
+def drain(url: str, facts: dict, leave: int) -> str:
+    """Delete the first codes of each pool, leaving ``leave``, as if they had been issued: the
     codes the engine takes first (in code order, which is also the order the rows were loaded
-    and lie on disk), then VACUUM, as autovacuum does while a pool drains over days."""
+    and lie on disk), then VACUUM, as autovacuum does while a pool drains over days. Returns
+    what is left of each pool (text)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         for series in (facts["single_series"], facts["bulk_series"]):
+            (count,) = conn.execute("SELECT count(*) FROM catalogue_couponcode WHERE series_id = %s",
+                                    [series]).fetchone()
+            if count < leave:
+                sys.exit(f"the 100k database's pools are below {leave:,} codes: run without --reuse to reload")
             conn.execute(
                 "DELETE FROM catalogue_couponcode WHERE id IN (SELECT id FROM catalogue_couponcode "
-                "WHERE series_id = %s ORDER BY code LIMIT %s)", [series, int(POOL * fraction)],
+                "WHERE series_id = %s ORDER BY code LIMIT %s)", [series, count - leave],
             )
         conn.execute("VACUUM ANALYZE catalogue_couponcode")
+        left = [conn.execute("SELECT count(*) FROM catalogue_couponcode WHERE series_id = %s", [series]).fetchone()[0]
+                for series in (facts["single_series"], facts["bulk_series"])]
+    return " and ".join(f"{n:,}" for n in left)
 
 
 # ---------------------------------------------------------------- queries per call (child process)
@@ -460,7 +483,10 @@ def prepare(base: str, names: list[str], log_dir: Path, reuse: bool) -> dict[str
     saved = ROOT / "var" / "bench" / f"facts-{urllib.parse.urlsplit(base).port}.json"
     if reuse and saved.exists():
         print(f"reusing the databases loaded earlier ({saved})", flush=True)
-        return json.loads(saved.read_text())
+        facts = json.loads(saved.read_text())
+        if "100k-drained" in names:  # every run takes codes: drained anew to exactly 90 % used
+            make_drained(base, facts)
+        return facts
 
     with psycopg.connect(base, autocommit=True) as conn:
         for key in names:
@@ -488,13 +514,7 @@ def prepare(base: str, names: list[str], log_dir: Path, reuse: bool) -> dict[str
         print(f"loaded {key}: {facts[key]['scale']:,} customers and rewards, 2 pools of {POOL:,} codes "
               f"in {facts[key]['seconds']} s", flush=True)
     if "100k-drained" in names:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{DATABASES["100k-drained"][0]}" TEMPLATE "{DATABASES["100k"][0]}"')
-            conn.execute(SEQSCAN_AS_IN_PRODUCTION.format(DATABASES["100k-drained"][0]))
-        facts["100k-drained"] = dict(facts["100k"])
-        drain(db_url(base, DATABASES["100k-drained"][0]), facts["100k-drained"], 0.9)
-        print(f"100k-drained: a copy of 100k with both pools 90 % used ({int(POOL * 0.9):,} codes deleted from "
-              "each, then VACUUM)", flush=True)
+        make_drained(base, facts)
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(facts))
     return facts
