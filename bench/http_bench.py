@@ -17,7 +17,8 @@ explains the method and keeps the figures.
 2. One gunicorn per database (gthread workers, loopback, BENCH_VIEWS=1, DEBUG off).
 3. Load from wrk (a separate C process; Lua scripts in bench/wrk/ build the bodies and count
    statuses) in alternating short rounds: every scenario of every database once per round,
-   the order rotated each round. pgbench runs the bare SQL in the same rounds.
+   what a ratio compares side by side (``RUN_ORDER``), the order rotated each round. pgbench
+   runs the bare SQL in the same rounds.
 4. Prints, per scenario, the medians over rounds of requests/s and p50/p95/p99 latency, the
    CPU the app and PostgreSQL spent per call, queries per call, peak RSS per worker, then the
    ratios and the targets (met / not met). Raw results go to var/bench/<time>.json.
@@ -72,6 +73,10 @@ PLAN = {
     "10k": ["ping", "issue", "bare", "bulk", "pgbench", "list"],
     "100k-drained": ["ping", "issue", "bare", "bulk", "pgbench"],
 }
+# The order of a round (then rotated round by round): groups of what is compared, each database's
+# scenarios of a group together, then the next database's.
+RUN_ORDER = {"ping": (0, 0), "list": (0, 1), "ping-oauth": (0, 2), "list-oauth": (0, 3),
+             "issue": (1, 0), "bare": (1, 1), "issue-oauth": (1, 2), "bulk": (2, 0), "pgbench": (2, 1)}
 AB_KEY = "100k-ab"  # --ab: the 100k database again, through a server with one setting changed
 DATABASES[AB_KEY] = DATABASES["100k"]
 WRK_LUA = ROOT / "bench" / "wrk" / "api.lua"
@@ -621,7 +626,11 @@ def main() -> None:  # noqa: C901, PLR0915
         if args.profile:
             profile(servers["100k"], wrk_env("issue", facts["100k"], basic_auth, "prof"), args.connections)
 
-        runs = [(key, scenario) for key, scenarios in plan.items() for scenario in scenarios]
+        # What a ratio compares runs close together (the machine's speed drifts within a run, by
+        # up to 2x over minutes): list next to ping, bare next to the issue, Basic two runs from
+        # OAuth2, the same scenario on another database at most 5 runs on (was up to 15).
+        runs = sorted(((key, scenario) for key, scenarios in plan.items() for scenario in scenarios),
+                      key=lambda run: (RUN_ORDER[run[1]][0], list(plan).index(run[0]), RUN_ORDER[run[1]][1]))
         results: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
         loads = []
         started = time.monotonic()
