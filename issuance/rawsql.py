@@ -30,6 +30,7 @@ this off.
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
@@ -37,6 +38,8 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
+
+logger = logging.getLogger(__name__)
 
 
 def placeholders(count: int) -> str:
@@ -104,41 +107,61 @@ def prepares(db) -> bool:
     return db.vendor == "postgresql" and db.settings_dict["OPTIONS"].get("prepare_threshold") is not None
 
 
+def _converted_once_query():
+    """psycopg's query class, but each statement text's ``%s`` turned into ``$1``… once per
+    process; None (psycopg's own class is used: slower, never wrong) if the psycopg internals
+    it needs have moved — ``tests/test_write_batch.py`` then fails, the app does not.
+
+    psycopg makes that conversion by a regular-expression split of the text on every execute,
+    and caches it only for texts under 4,096 bytes with at most 50 parameters (against ORMs'
+    ever-different multi-row INSERTs). The batch of an issue call's writes is over both (~100
+    parameters), so psycopg split it anew each time: ~1 ms of the call's CPU. The hot path's
+    texts are few (one per statement shape, bounded by the ``lru_cache``s that build them)."""
+    try:
+        from psycopg import _queries
+        from psycopg.adapt import Transformer
+
+        @functools.lru_cache(maxsize=256)
+        def converted(query: str, encoding: str) -> tuple:
+            return _queries._query2pg_nocache(query.encode(encoding), encoding)
+
+        class ConvertedOnceQuery(_queries.PostgresQuery):
+            __slots__ = ()
+
+            def convert(self, query, vars):
+                if vars is None or not isinstance(query, str):
+                    return super().convert(query, vars)
+                self.query, self._want_formats, self._order, self._parts = converted(query, self._tx.encoding)
+                self.dump(vars)
+                return None
+
+        # The same as psycopg's own conversion, or not used.
+        ours, theirs = ConvertedOnceQuery(Transformer()), _queries.PostgresQuery(Transformer())
+        for query in (ours, theirs):
+            query.convert("SELECT %s, %s, '%%'", [7, "a"])
+        if (ours.query, ours.params, ours.types) != (theirs.query, theirs.params, theirs.types):
+            raise ValueError(f"{ours.query!r} != {theirs.query!r}")
+    except Exception:  # noqa: BLE001 - any change inside psycopg: fall back to its own class
+        logger.warning("psycopg's query conversion is not cached (psycopg internals moved)", exc_info=True)
+        return None
+    return ConvertedOnceQuery
+
+
 @functools.cache
 def _postgresql():
     """Django's psycopg 3 names and the cursor classes below (imported on PostgreSQL only)."""
     from django.db.backends.postgresql import base
-    from psycopg import _queries
     from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
 
-    @functools.lru_cache(maxsize=256)
-    def converted(query: str, encoding: str) -> tuple:
-        return _queries._query2pg_nocache(query.encode(encoding), encoding)
-
-    class ConvertedOnceQuery(_queries.PostgresQuery):
-        """psycopg turns a query's ``%s`` into ``$1``… by a regular-expression split of its
-        text on every execute, and caches that only for texts under 4,096 bytes with at most
-        50 parameters (against ORMs' ever-different multi-row INSERTs). The batch of an issue
-        call's writes is over both (~100 parameters), so psycopg split it anew each time:
-        ~1 ms of the call's CPU. The hot path's texts are few (one per statement shape,
-        bounded by the ``lru_cache``s that build them), so here every one is split once per
-        process. (psycopg's internals: ``tests/test_write_batch.py`` notices if they move.)"""
-
-        __slots__ = ()
-
-        def convert(self, query, vars):
-            if vars is None or not isinstance(query, str):
-                return super().convert(query, vars)
-            self.query, self._want_formats, self._order, self._parts = converted(query, self._tx.encoding)
-            self.dump(vars)
-            return None
+    converted_once_query = _converted_once_query()
 
     class PreparingCursor(base.ServerBindingCursor):
         """Parameters bound on the server (``$1``…) and every statement prepared on first use
         (psycopg keeps a connection's prepared statements by text and parameter types, up to
         its ``prepared_max``; Django's own cursors bind on the client and never prepare)."""
 
-        _query_cls = ConvertedOnceQuery
+        if converted_once_query is not None:
+            _query_cls = converted_once_query
 
         def __init__(self, db):
             super().__init__(db.connection)

@@ -251,3 +251,13 @@ def test_a_long_statement_is_turned_into_dollar_placeholders_once_per_process(mo
     assert rawsql.fetch(sql, values) == [tuple(values)]
     assert rawsql.fetch(sql, values[::-1]) == [tuple(values[::-1])]
     assert [q for q in converted if q.startswith(b"SELECT")] == [sql.encode()]
+
+
+def test_if_psycopgs_internals_move_the_hot_path_uses_psycopgs_own_conversion(monkeypatch, caplog):
+    from psycopg import _queries
+
+    assert rawsql._converted_once_query() is not None  # this psycopg: the cached conversion
+    monkeypatch.delattr(_queries, "_query2pg_nocache")
+    with caplog.at_level("WARNING", logger="issuance.rawsql"):
+        assert rawsql._converted_once_query() is None  # slower, never wrong
+    assert "not cached" in caplog.text
