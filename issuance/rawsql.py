@@ -439,10 +439,12 @@ def batched(reserve: dict[type[Model], int], using: str = DEFAULT_DB_ALIAS) -> I
     if not batches(db) or db.__dict__.get(_BATCH) is not None:
         yield
         return
-    models = tuple(reserve)
-    with cursor(db) as c:
-        c.execute(_reserve_sql(db.alias, models), [max(0, reserve[m]) for m in models])
-        arrays = c.fetchone()
+    models = tuple(m for m, count in reserve.items() if count > 0)
+    arrays = ()
+    if models:  # nothing to insert (an idempotent replay): no statement
+        with cursor(db) as c:
+            c.execute(_reserve_sql(db.alias, models), [reserve[m] for m in models])
+            arrays = c.fetchone()
     # Popped from the end: reversed so the rows get their ids in the order they are made.
     batch = _Batch(db, {m: list(reversed(ids)) for m, ids in zip(models, arrays, strict=True)})
     db.__dict__[_BATCH] = batch

@@ -84,6 +84,20 @@ def test_too_few_ids_taken_inserts_at_once(account):
     assert ledger.account_check(account.pk).ok
 
 
+def test_no_ids_to_take_no_statement_and_updates_still_queued(account):
+    """An idempotent replay inserts nothing: no ``nextval`` statement for it."""
+    with transaction.atomic():
+        locked = ledger.account_lock(account.pk)
+        with CaptureQueriesContext(connection) as ctx:
+            with rawsql.batched({LedgerEntry: 0, PointsAccount: 0}):
+                locked.balance -= 5
+                rawsql.update(locked, "balance", "updated_at")
+                assert sqls(ctx) == []  # queued
+    assert len(sqls(ctx)) == 1 and sqls(ctx)[0].startswith('WITH w0 AS (UPDATE "issuance_pointsaccount"')
+    account.refresh_from_db()
+    assert account.balance == Decimal(99995)
+
+
 def test_an_update_of_a_row_queued_in_the_same_batch_sends_the_queue_first(customer):
     new = PointsAccount(org=customer.org, customer=customer, opening_balance=Decimal(7), balance=Decimal(7))
     with transaction.atomic(), CaptureQueriesContext(connection) as ctx:
