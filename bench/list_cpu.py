@@ -3,7 +3,7 @@ comparisons of the list's code (docs/performance.md, "The list index").
 
     scripts/pg_test_cluster.sh with .venv/bin/python bench/list_cpu.py [--rewards 20000] [-n 400] [--rounds 3]
     scripts/pg_test_cluster.sh with .venv/bin/python bench/list_cpu.py --profile    # cProfile the list calls
-    (LIST_CPU_PROFILE_OUT=FILE: the raw stats also to FILE)
+    (LIST_CPU_PROFILE_OUT=FILE: the raw stats also to FILE; the profile times the process's CPU)
 
 1. Migrates the PostgreSQL database of DATABASE_URL and loads bench/list_rewards.py's catalogue at
    ``--rewards`` rewards and customers (60 % in brand BUKL).
@@ -66,7 +66,7 @@ def main() -> None:
             assert call().status_code == 200
 
     if args.profile:
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(time.process_time)  # CPU, not wall: waits on PostgreSQL are not the app's
         profile.enable()
         for _ in range(args.n):
             calls["list"]()

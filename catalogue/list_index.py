@@ -17,8 +17,10 @@ to call is only the time and the customer. So, per worker process:
   started, the limits with the customer's consumption, which are read afresh each call).
 - The brand by name, the org-level limits, and the validated filter parameters by their text.
 
-A warm call makes two statements: the catalogue version, the customer and its facts in one;
-the limits' consumption.
+A warm call makes one statement: the catalogue version, the customer, its facts and its
+consumption of the org-level limits (those kept for the version the previous call read: if the
+version has moved, they are read again with the page's). A second one reads the consumption of
+the page's own limits, when a reward of the page has any.
 
 Both are keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
 statement that writes a table the list shows (``catalogue.models.LIST_TABLES``), read once per
@@ -37,6 +39,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -45,7 +48,7 @@ from django.db.models.expressions import RawSQL
 
 from catalogue.api.serializers import ListedReward
 from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet, TimeCondition, time_conditions
-from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward
+from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward, RewardConstraint
 from catalogue.selectors import (
     MAX_CUSTOMER_ID,
     PageRequest,
@@ -57,6 +60,7 @@ from catalogue.selectors import (
 )
 from issuance import rawsql
 from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
+from issuance.limits import ConsumptionQuery, LimitState
 from issuance.resolution import brand_for
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -125,6 +129,7 @@ BRANDS = LRU(1024)  # (version, org id, name) → a brand found
 def clear() -> None:
     for cache in (INDEXES, REWARDS, ORG_LIMITS, BRANDS, VALIDATED):
         cache.clear()
+    _READ_VERSION.clear()
 
 
 # ---------------------------------------------------------------- the version
@@ -160,21 +165,55 @@ def _call_sql() -> str:
             f"UNION ALL {facts_query()}")
 
 
-_VERSION, _CUSTOMER = -2, -1  # the row kinds of _call_sql besides the facts' (0-3)
+_VERSION, _CUSTOMER, _CONSUMED = -2, -1, -3  # the row kinds of a call's first statement besides the facts' (0-3)
+
+# The catalogue version the last call read, per database alias: the next call's first statement
+# assumes it still holds, to fold in the consumption of the org-level limits kept for it.
+_READ_VERSION: dict[str, int] = {}
 
 
-def version_customer_facts(org: Organisation, customer_id: int) -> tuple[int | None, bool, CustomerFacts]:
+class CallReads(NamedTuple):
+    version: int | None  # None: no row (see ``catalogue_version``)
+    found: bool  # the org has this customer
+    facts: CustomerFacts
+    # The org-level limits and what the customer consumed of them, when the first statement
+    # could read it (the version it assumed held); None: to be read with the page's limits.
+    org_limits: list[RewardConstraint] | None
+    org_usages: dict[int, LimitState] | None
+
+
+def version_customer_facts(org: Organisation, customer_id: int, now: datetime.datetime) -> CallReads:
     """A call's reads before the index, in one statement on the database the list reads (one
-    snapshot): the catalogue version (None: no row, see ``catalogue_version``), whether the org
-    has this customer, and what the customer holds (``issuance.eligibility.customer_facts``)."""
+    snapshot): the catalogue version, whether the org has this customer, what the customer holds
+    (``issuance.eligibility.customer_facts``) and, when the org-level limits of the version the
+    previous call read are kept, the customer's consumption of them (``issuance.limits``'
+    ``ConsumptionQuery``). If the version has moved since, that consumption is dropped (the
+    limits may have changed) and read with the page's own limits."""
     if not 0 < customer_id <= MAX_CUSTOMER_ID:
-        return catalogue_version(), False, CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
-    with rawsql.cursor(connections[_alias()]) as cursor:
-        cursor.execute(_call_sql(), [org.pk, customer_id, *facts_params(customer_id)])
+        empty = CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
+        return CallReads(catalogue_version(), False, empty, None, None)
+    alias = _alias()
+    assumed = _READ_VERSION.get(alias)
+    org_limits = None if assumed is None else ORG_LIMITS.get((assumed, org.pk))
+    consumption = None
+    sql, params = _call_sql(), [org.pk, customer_id, *facts_params(customer_id)]
+    if org_limits:
+        consumption = ConsumptionQuery.of(org_limits, customer_id=customer_id, org=org, now=now)
+        sql, params = f"{sql} UNION ALL {consumption.rows_sql(_CONSUMED)}", [*params, *consumption.params]
+    with rawsql.cursor(connections[alias]) as cursor:
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     version = next((row[0] for row in rows if row[2] == _VERSION), None)
     found = any(row[2] == _CUSTOMER for row in rows)
-    return version, found, facts_of([row for row in rows if row[2] >= 0])
+    facts = facts_of([row for row in rows if row[2] >= 0])
+    if version is None or version != assumed or org_limits is None:
+        if version is not None:
+            _READ_VERSION[alias] = version
+        return CallReads(version, found, facts, None, None)
+    usages = {} if consumption is None else {
+        state.constraint.pk: state for state in consumption.states_of_rows(row for row in rows if row[2] == _CONSUMED)
+    }
+    return CallReads(version, found, facts, org_limits, usages)
 
 
 # ---------------------------------------------------------------- validated parameters
@@ -310,11 +349,13 @@ def listed_rewards(version: int, ids: list[int]) -> list[ListedReward]:
 
 
 def reward_list_indexed(
-    *, version: int, org: Organisation, brand: Brand, customer_id: int, facts: CustomerFacts, params,
-    filters: dict, page: PageRequest, now: datetime.datetime,
+    *, org: Organisation, brand: Brand, customer_id: int, reads: CallReads, params, filters: dict,
+    page: PageRequest, now: datetime.datetime,
 ) -> RewardList:
     """``catalogue.selectors.reward_list_for_customer`` from the index, for the validated
-    filters ``filters`` (``validated_filters``) of the query ``params``."""
+    filters ``filters`` (``validated_filters``) of the query ``params``, after the call's first
+    statement (``version_customer_facts``: ``reads``)."""
+    version = reads.version
 
     def build() -> BrandIndex:
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone, defer_time=True)
@@ -322,7 +363,7 @@ def reward_list_indexed(
         return BrandIndex.build(brand, filterset)
 
     index = INDEXES.get_or_set((version, brand.pk, untimed_key(filters)), build)
-    positions = index.matching(time_conditions(filters, now=now, time_zone=org.time_zone), facts)
+    positions = index.matching(time_conditions(filters, now=now, time_zone=org.time_zone), reads.facts)
     total = len(positions)
     if page.unpaged:
         offset, limit = 0, page.unpaged_ceiling
@@ -330,8 +371,13 @@ def reward_list_indexed(
         offset, limit = (page.page - 1) * page.size, page.size
     ids = [int(pk) for pk in index.ids[positions[offset : offset + limit]]] if offset < total else []
     rewards = listed_rewards(version, ids)
-    org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
     reward_level = [c for reward in rewards for c in reward.constraints]
-    usages = constraint_consumption(reward_level + org_level, customer_id=customer_id, org=org, now=now)
+    if reads.org_usages is None:
+        org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
+        usages = constraint_consumption(reward_level + org_level, customer_id=customer_id, org=org, now=now)
+    else:  # the first statement read them: a second one only for a page with limited rewards
+        org_level, usages = reads.org_limits, reads.org_usages
+        if reward_level:
+            usages = {**usages, **constraint_consumption(reward_level, customer_id=customer_id, org=org, now=now)}
     return RewardList(page=RewardPage(rewards=rewards, total=total, request=page), usages=usages,
                       org_constraints=org_level, now=now)

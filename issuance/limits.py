@@ -147,22 +147,64 @@ def limit_states(constraints, *, customer_id: int, org: Organisation, now) -> li
     compiling it through the ORM was ~40 % of a list call's CPU (docs/performance.md). It says
     what ``_counted_lines`` and ``_contribution`` say; ``limit_states_orm`` is that ORM query,
     and tests/test_issue_rawsql.py checks that both give the same for every shape."""
-    constraints = list({c.pk: c for c in constraints}.values())
-    if not constraints:
+    query = ConsumptionQuery.of(constraints, customer_id=customer_id, org=org, now=now)
+    if not query.constraints:
         return []
-    windows = {c.pk: window_for(c, now=now, tz_name=org.time_zone) for c in constraints}
-    shape = tuple((c.level, c.kpi == ConstraintKpi.QUANTITY, windows[c.pk].start is not None) for c in constraints)
-    values = [v for c in constraints for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
-    params = [*values, *_COUNTED, *values]  # the sums', the statuses', the scope's
-    row = fetch(_consumption_sql(shape), params, using=router.db_for_read(IssuanceLine) or DEFAULT_DB_ALIAS)[0]
-    converters = _sum_converters()
-    db = connections[DEFAULT_DB_ALIAS]
-    totals = []
-    for value in row:
-        for converter in converters:
-            value = converter(value, _SUM_EXPRESSION, db)
-        totals.append(Decimal(value))
-    return [LimitState(c, windows[c.pk], total) for c, total in zip(constraints, totals, strict=True)]
+    row = fetch(_consumption_sql(query.shape), query.params,
+                using=router.db_for_read(IssuanceLine) or DEFAULT_DB_ALIAS)[0]
+    return query.states(row)
+
+
+@dataclass(frozen=True)
+class ConsumptionQuery:
+    """``limit_states``' query for some constraints (duplicates removed), before it runs: its
+    shape, windows and parameters. ``rows_sql`` is the same query as rows of a larger
+    UNION ALL statement (catalogue.list_index folds the org-level limits into its first one)."""
+
+    constraints: list[RewardConstraint]
+    windows: dict[int, Window]
+    shape: tuple[tuple[str, bool, bool], ...]
+    params: list
+
+    @classmethod
+    def of(cls, constraints, *, customer_id: int, org: Organisation, now) -> "ConsumptionQuery":
+        constraints = list({c.pk: c for c in constraints}.values())
+        windows = {c.pk: window_for(c, now=now, tz_name=org.time_zone) for c in constraints}
+        shape = tuple((c.level, c.kpi == ConstraintKpi.QUANTITY, windows[c.pk].start is not None)
+                      for c in constraints)
+        values = [v for c in constraints for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
+        return cls(constraints, windows, shape, [*values, *_COUNTED, *values])  # the sums', statuses', scope's
+
+    def states(self, totals) -> list[LimitState]:
+        """The states from the sums, in the constraints' order."""
+        converters = _sum_converters()
+        db = connections[DEFAULT_DB_ALIAS]
+        states = []
+        for constraint, value in zip(self.constraints, totals, strict=True):
+            for converter in converters:
+                value = converter(value, _SUM_EXPRESSION, db)
+            states.append(LimitState(constraint, self.windows[constraint.pk], Decimal(value)))
+        return states
+
+    def rows_sql(self, kind: int) -> str:
+        """Rows (position of the constraint, consumed, ``kind``): three columns, for a UNION
+        ALL with other (integer, integer, kind) rows; parameters: ``params``. PostgreSQL."""
+        return _consumption_rows_sql(self.shape, kind)
+
+    def states_of_rows(self, rows) -> list[LimitState]:
+        """``states`` from ``rows_sql``'s rows (any order; other kinds' rows not passed)."""
+        totals = [None] * len(self.constraints)
+        for position, value, _kind in rows:
+            totals[position] = value
+        return self.states(totals)
+
+
+@functools.lru_cache(maxsize=256)
+def _consumption_rows_sql(shape: tuple[tuple[str, bool, bool], ...], kind: int) -> str:
+    names = [f"s{i}" for i in range(len(shape))]
+    values = ", ".join(f"({i}, t.{name})" for i, name in enumerate(names))
+    return (f"SELECT v.position, v.consumed, {int(kind)} FROM ({_consumption_sql(shape)}) AS t({', '.join(names)}) "
+            f"CROSS JOIN LATERAL (VALUES {values}) AS v(position, consumed)")
 
 
 def _line_values(constraint: RewardConstraint, *, customer_id: int, window: Window) -> list:

@@ -20,6 +20,7 @@ from unittest import mock
 import numpy as np
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from catalogue import list_index
@@ -393,3 +394,69 @@ def test_a_reward_object_is_the_text_its_body_encodes_to(api, org, brand, custom
     text = jsonio.dumps([serializers.reward_json(serializers.ListedReward.of(loaded), now=now, usages=usages)])
     assert text == jsonio.dumps([whole])
     assert list(jsonio.loads(text)[0]) == list(whole)  # the order of the fields
+
+
+# ---------------------------------------------------------------- the statements of a call
+
+
+def own_statements(api, customer, **params) -> tuple[int, dict]:
+    """The statements a list call makes beyond authentication and the permission check (what
+    a call refused right after them makes), and its body."""
+    with CaptureQueriesContext(connection) as refused:
+        assert api.get(URL.format("BUKL")).status_code == 400  # 15006: no userId
+    with CaptureQueriesContext(connection) as ctx:
+        body = listed(api, customer, **params)
+    return len(ctx.captured_queries) - len(refused.captured_queries), body
+
+
+def test_the_org_level_limits_are_read_in_the_calls_first_statement(api, org, brand, customer, account, settings):
+    """A warm call reads the catalogue version, the customer, its facts and its consumption of
+    the org-level limits in ONE statement; a second one only when a reward of its page has
+    limits of its own. The figures are the database path's, before and after the org-level
+    limit changes (the version moves: the statement assumed the old one, so the consumption is
+    read again with the new limit)."""
+    gift = f.RewardFactory(brand=brand, redemption_type=RedemptionType.GIFT_CARD)
+    f.PaymentConfigFactory(reward=gift, mode=PaymentMode.POINTS, points=Decimal(5))
+    limited = f.RewardFactory(brand=brand, redemption_type=RedemptionType.MILES)
+    own_limit = cm.RewardConstraint.objects.create(org=org, reward=limited, level=ConstraintLevel.CUSTOMER,
+                                                   frequency=Frequency.DAYS, limit_value=5)
+    org_limit = cm.RewardConstraint.objects.create(org=org, redemption_type=RedemptionType.GIFT_CARD,
+                                                   level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE,
+                                                   frequency=Frequency.MONTHS, limit_value=3)
+    for _ in range(2):
+        response = api.post(ISSUE_SINGLE.format(gift.pk), {"mobile": customer.mobile}, format="json")
+        assert response.status_code == 200, response.content
+
+    def database_body(**params):
+        settings.LIST_INDEX = False
+        try:
+            return listed(api, customer, **params)
+        finally:
+            settings.LIST_INDEX = True
+
+    def org_level(body):
+        return [(e["rewardConstraintId"], e["constraintLimitValue"], e["consumed"], e["isValid"])
+                for e in body["orgLevelRestrictions"]["customerRedemptionTypeLevel"]]
+
+    listed(api, customer, redemptionType="GIFT_CARD")  # builds the index, keeps the org-level limits
+    count, body = own_statements(api, customer, redemptionType="GIFT_CARD")
+    assert count == 1
+    assert [r["id"] for r in body["rewardList"]] == [gift.pk]
+    assert org_level(body) == [(org_limit.pk, 3, 2, True)]
+    assert body == database_body(redemptionType="GIFT_CARD")
+
+    listed(api, customer)  # the other filters' index
+    count, body = own_statements(api, customer)
+    assert count == 2  # the page shows `limited`: its own limit's consumption in a second statement
+    assert {r["id"]: r["rewardRestrictions"]["customerLevel"][0]["rewardConstraintId"]
+            for r in body["rewardList"] if r["rewardRestrictions"]["customerLevel"]} == {limited.pk: own_limit.pk}
+    assert org_level(body) == [(org_limit.pk, 3, 2, True)]
+    assert body == database_body()
+
+    cm.RewardConstraint.objects.filter(pk=org_limit.pk).update(limit_value=2)  # the version moves
+    count, body = own_statements(api, customer, redemptionType="GIFT_CARD")
+    assert org_level(body) == [(org_limit.pk, 2, 2, False)]
+    assert body == database_body(redemptionType="GIFT_CARD")
+    count, body = own_statements(api, customer, redemptionType="GIFT_CARD")
+    assert count == 1 and org_level(body) == [(org_limit.pk, 2, 2, False)]
+

@@ -85,14 +85,14 @@ class RewardListViewSet(viewsets.ViewSet):
             errors.extend(filter_errors)
             if errors:
                 raise bad_request("; ".join(errors))
-            version, found, facts = list_index.version_customer_facts(org, user_id)
-            if version is not None:
-                brand = list_index.brand_named(version, org, brand_name)
-                if not found:
+            reads = list_index.version_customer_facts(org, user_id, now)
+            if reads.version is not None:
+                brand = list_index.brand_named(reads.version, org, brand_name)
+                if not reads.found:
                     raise IssuanceError(ErrorCode.CUSTOMER_NOT_FOUND)
                 result = list_index.reward_list_indexed(
-                    version=version, org=org, brand=brand, customer_id=user_id, facts=facts, params=params,
-                    filters=filters, page=page, now=now,
+                    org=org, brand=brand, customer_id=user_id, reads=reads, params=params, filters=filters,
+                    page=page, now=now,
                 )
                 return Response(reward_list_body(result))
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
