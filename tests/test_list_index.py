@@ -146,6 +146,51 @@ def test_eligible_groups_are_the_targeting_rule_group_by_group():
         assert index.eligible_groups(facts).tolist() == expected
 
 
+
+def test_a_page_from_kept_time_slices_is_the_page_of_a_full_pass():
+    """``BrandIndex.page`` (time filters applied once per key and kept; a short scan per call)
+    against ``matching`` (every filter over the whole brand) on random rewards, instants on,
+    next to and between the rewards' own, several filters, targeting and pages."""
+    from catalogue.filters import time_conditions
+
+    rng = random.Random(11)
+    nrng = np.random.default_rng(11)
+    now = timezone.now()
+    base = list_index.micros(now)
+    n = 3000
+    day = 86_400_000_000
+    start = base + nrng.integers(-30, 30, n) * day // 4  # many rewards share an instant
+    end = start + nrng.integers(1, 60, n) * day // 4
+    created = start - nrng.integers(0, 10, n) * day
+    rows = np.stack([np.arange(1, n + 1), start, end, created], axis=1).astype(np.int64)
+    kinds = [t.kind for t in TARGETINGS]
+    groups = [{}] + [{rng.choice(kinds): frozenset(rng.sample(range(1, 6), 2))} for _ in range(40)]
+    group_of = np.where(nrng.random(n) < 0.5, nrng.integers(1, len(groups), n), 0).astype(np.int32)
+    index = list_index.BrandIndex(rows, groups, group_of)
+    instants = [int(v) + delta for v in rng.sample(sorted(set(start.tolist()) | set(end.tolist())), 30)
+                for delta in (-1, 0, 1)]
+    instants += [base + rng.randint(-8 * day, 8 * day) for _ in range(30)]
+    filters_choices = [{}, {"status": ["LIVE"]}, {"status": ["UPCOMING", "ENDED"]}, {"includeExpired": False},
+                       {"status": ["LIVE"], "createdOnDaysAgo": 3}, {"createdOnDaysAgo": 0}]
+    checked = 0
+    for filters, instant in itertools.product(filters_choices, sorted(instants)):
+        # Time moving forward, as it does: slices kept (an instant a microsecond from the last
+        # one's is the sharpest test of the key) and replaced.
+        when = list_index.EPOCH + datetime.timedelta(microseconds=instant)
+        conditions = time_conditions(filters, now=when, time_zone="Asia/Kolkata")
+        for _ in range(3):
+            facts = CustomerFacts(*(frozenset(rng.sample(range(1, 6), rng.randint(0, 3))) for _ in TARGETINGS))
+            expected = index.matching(conditions, facts)
+            offset, limit = rng.choice([(0, 20), (0, 3), (20, 20), (rng.randint(0, n), 7), (0, n + 5)])
+            total, positions = index.page(conditions, facts, offset, limit)
+            assert total == len(expected)
+            assert positions.tolist() == expected[offset:offset + limit].tolist(), (when, filters, offset)
+            checked += 1
+    assert checked > 1000
+    assert len(index._slices.values()) == list_index.SLICES_PER_INDEX  # only the latest kept
+    assert index.nbytes > rows.nbytes
+
+
 # ---------------------------------------------------------------- the answers
 
 
