@@ -89,6 +89,16 @@ class LRU:
                 self._data.move_to_end(key)
             return value
 
+    def get_many(self, keys: list) -> list:
+        """``get`` of each key (None where missing), under one acquisition of the lock."""
+        with self._lock:
+            data = self._data
+            values = [data.get(key) for key in keys]
+            for key, value in zip(keys, values, strict=True):
+                if value is not None:
+                    data.move_to_end(key)
+            return values
+
     def set(self, key: Hashable, value) -> None:
         with self._lock:
             self._data[key] = value
@@ -406,7 +416,7 @@ def brand_named(version: int, org: Organisation, name: str) -> Brand:
 def listed_rewards(version: int, ids: list[int]) -> list[ListedReward]:
     """The rendered rewards of a page, in the order of ``ids``: those not kept yet in one load
     (``with_list_details``: a query per kind of linked row)."""
-    found = {pk: REWARDS.get((version, pk)) for pk in ids}
+    found = dict(zip(ids, REWARDS.get_many([(version, pk) for pk in ids]), strict=True))
     missing = [pk for pk, listed in found.items() if listed is None]
     if missing:
         for reward in with_list_details(Reward.objects.filter(pk__in=missing).order_by()):

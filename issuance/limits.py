@@ -13,7 +13,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Case, DecimalField, F, Q, Sum, When
 from django.db.models.functions import Coalesce
 
@@ -57,6 +57,24 @@ def window_for(constraint: RewardConstraint, *, now: datetime.datetime, tz_name:
         start = datetime.datetime.combine(start_day, local.timetz().replace(tzinfo=None), local.tzinfo)
         return Window(start, None)
 
+    key = (constraint.frequency, interval, constraint.cycle_start, constraint.week_start_day, tz_name)
+    kept = _FIXED_WINDOWS.get(key)
+    if kept is not None and kept.start <= now < kept.end:  # the cycle holding ``now``: the same window
+        return kept
+    window = _fixed_window(constraint, now=now, tz_name=tz_name)
+    if len(_FIXED_WINDOWS) >= 1024:
+        _FIXED_WINDOWS.clear()
+    _FIXED_WINDOWS[key] = window
+    return window
+
+
+# The last FIXED window computed per definition (frequency, interval, cycle start, week start,
+# time zone): a window is a calendar cycle [start, end), the same for every instant inside it.
+_FIXED_WINDOWS: dict[tuple, Window] = {}
+
+
+def _fixed_window(constraint: RewardConstraint, *, now: datetime.datetime, tz_name: str) -> Window:
+    interval = constraint.interval
     tz = zoneinfo.ZoneInfo(tz_name)
     today = now.astimezone(tz).date()
     anchor = constraint.cycle_start or DEFAULT_CYCLE_ANCHOR
@@ -216,7 +234,7 @@ def _line_values(constraint: RewardConstraint, *, customer_id: int, window: Wind
     else:
         values = [constraint.org_id, customer_id, constraint.redemption_type]
     if window.start is not None:
-        values.append(connection.ops.adapt_datetimefield_value(window.start))
+        values.append(connections[DEFAULT_DB_ALIAS].ops.adapt_datetimefield_value(window.start))
     return values
 
 
@@ -263,9 +281,14 @@ _SUM_EXPRESSION = Coalesce(Sum(_LINE_VALUE), Decimal(0), output_field=_DECIMAL)
 
 
 def _sum_converters() -> list:
-    """What the ORM applies to such a sum (SQLite: its decimals come back as floats or ints)."""
+    """What the ORM applies to such a sum (SQLite: its decimals come back as floats or ints),
+    kept on the connection object (none on PostgreSQL)."""
     db = connections[DEFAULT_DB_ALIAS]
-    return db.ops.get_db_converters(_SUM_EXPRESSION) + _SUM_EXPRESSION.get_db_converters(db)
+    converters = db.__dict__.get("_limits_sum_converters")
+    if converters is None:
+        converters = db.__dict__["_limits_sum_converters"] = (
+            db.ops.get_db_converters(_SUM_EXPRESSION) + _SUM_EXPRESSION.get_db_converters(db))
+    return converters
 
 
 def limit_states_orm(constraints, *, customer_id: int, org: Organisation, now) -> list[LimitState]:
