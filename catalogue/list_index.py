@@ -15,14 +15,17 @@ to call is only the time and the customer. So, per worker process:
   group at once) and pages: a few vector operations over the brand instead of a count in SQL.
 - ``ListedReward``: a reward rendered, as JSON text, but for the per-call fields (expired,
   started, the limits with the customer's consumption, which are read afresh each call).
+- ``TimeSlice``: per index, the rewards that pass the time filters at the instants that let the
+  same rewards through: a call sums counts per targeting group and scans to fill its page.
 - The brand by name, the org-level limits, and the validated filter parameters by their text.
 
 A warm call makes one statement: the catalogue version, the customer, its facts and its
-consumption of the org-level limits (those kept for the version the previous call read: if the
-version has moved, they are read again with the page's). A second one reads the consumption of
-the page's own limits, when a reward of the page has any.
+consumption of the limits the call expects to show (``expected_limits``: the org-level ones and
+those of the rewards that can be on the page for any customer, as kept for the version the
+previous call read). A second statement reads the consumption of limits it did not expect (the
+version moved, or the page's rewards were not rendered yet).
 
-Both are keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
+What is kept is keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
 statement that writes a table the list shows (``catalogue.models.LIST_TABLES``), read once per
 call from the database the list reads. So a change is seen by the very next call in every
 process, whatever wrote it (admin, importer, raw SQL), and a rolled-back change never. A
@@ -47,6 +50,7 @@ from django.db import connection, connections, router
 from django.db.models.expressions import RawSQL
 
 from catalogue.api.serializers import ListedReward
+from catalogue.choices import Frequency
 from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet, TimeCondition, time_conditions
 from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward, RewardConstraint
 from catalogue.selectors import (
@@ -60,6 +64,7 @@ from catalogue.selectors import (
 )
 from issuance import rawsql
 from issuance.eligibility import TARGETINGS, CustomerFacts, brand_reward_targets, facts_of, facts_params, facts_query
+from issuance.errors import ErrorCode, IssuanceError
 from issuance.limits import ConsumptionQuery, LimitState
 from issuance.resolution import brand_for
 
@@ -185,7 +190,7 @@ def _call_sql() -> str:
 _VERSION, _CUSTOMER, _CONSUMED = -2, -1, -3  # the row kinds of a call's first statement besides the facts' (0-3)
 
 # The catalogue version the last call read, per database alias: the next call's first statement
-# assumes it still holds, to fold in the consumption of the org-level limits kept for it.
+# assumes it still holds, to fold in the consumption of the limits that call will likely show.
 _READ_VERSION: dict[str, int] = {}
 
 
@@ -193,29 +198,27 @@ class CallReads(NamedTuple):
     version: int | None  # None: no row (see ``catalogue_version``)
     found: bool  # the org has this customer
     facts: CustomerFacts
-    # The org-level limits and what the customer consumed of them, when the first statement
-    # could read it (the version it assumed held); None: to be read with the page's limits.
-    org_limits: list[RewardConstraint] | None
-    org_usages: dict[int, LimitState] | None
+    # What the customer consumed of the limits the call expected to show, by constraint id, when
+    # the version the first statement assumed held; None: nothing read (all read after the page).
+    usages: dict[int, LimitState] | None
 
 
-def version_customer_facts(org: Organisation, customer_id: int, now: datetime.datetime) -> CallReads:
+def version_customer_facts(org: Organisation, customer_id: int, now: datetime.datetime,
+                           assumed: int | None = None, expected: list[RewardConstraint] | None = None) -> CallReads:
     """A call's reads before the index, in one statement on the database the list reads (one
     snapshot): the catalogue version, whether the org has this customer, what the customer holds
-    (``issuance.eligibility.customer_facts``) and, when the org-level limits of the version the
-    previous call read are kept, the customer's consumption of them (``issuance.limits``'
-    ``ConsumptionQuery``). If the version has moved since, that consumption is dropped (the
-    limits may have changed) and read with the page's own limits."""
+    (``issuance.eligibility.customer_facts``) and the customer's consumption of the ``expected``
+    limits of catalogue version ``assumed`` (``issuance.limits``' ``ConsumptionQuery``; see
+    ``expected_limits``). If the version is not ``assumed`` any more, that consumption is dropped
+    (the limits may have changed) and read after the page."""
     if not 0 < customer_id <= MAX_CUSTOMER_ID:
         empty = CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
-        return CallReads(catalogue_version(), False, empty, None, None)
+        return CallReads(catalogue_version(), False, empty, None)
     alias = _alias()
-    assumed = _READ_VERSION.get(alias)
-    org_limits = None if assumed is None else ORG_LIMITS.get((assumed, org.pk))
     consumption = None
     sql, params = _call_sql(), [org.pk, customer_id, *facts_params(customer_id)]
-    if org_limits:
-        consumption = ConsumptionQuery.of(org_limits, customer_id=customer_id, org=org, now=now)
+    if expected:
+        consumption = ConsumptionQuery.of(expected, customer_id=customer_id, org=org, now=now)
         sql, params = f"{sql} UNION ALL {consumption.rows_sql(_CONSUMED)}", [*params, *consumption.params]
     with rawsql.cursor(connections[alias]) as cursor:
         cursor.execute(sql, params)
@@ -223,14 +226,51 @@ def version_customer_facts(org: Organisation, customer_id: int, now: datetime.da
     version = next((row[0] for row in rows if row[2] == _VERSION), None)
     found = any(row[2] == _CUSTOMER for row in rows)
     facts = facts_of([row for row in rows if row[2] >= 0])
-    if version is None or version != assumed or org_limits is None:
-        if version is not None:
-            _READ_VERSION[alias] = version
-        return CallReads(version, found, facts, None, None)
+    if version is not None:
+        _READ_VERSION[alias] = version
+    if version is None or version != assumed or expected is None:
+        return CallReads(version, found, facts, None)
     usages = {} if consumption is None else {
         state.constraint.pk: state for state in consumption.states_of_rows(row for row in rows if row[2] == _CONSUMED)
     }
-    return CallReads(version, found, facts, org_limits, usages)
+    return CallReads(version, found, facts, usages)
+
+
+# The most rewards and reward-level limits ``expected_limits`` folds into a call's first statement
+# (a deep page, or a brand whose first rewards are nearly all targeted, reads them afterwards).
+EXPECTED_WINDOW = 200
+EXPECTED_REWARD_LIMITS = 16
+
+
+def _limit_shape(constraint: RewardConstraint) -> tuple:
+    """What decides a constraint's part of the consumption SQL (``issuance.limits``' shape)."""
+    return constraint.level, constraint.kpi, constraint.frequency == Frequency.NO_LIMIT
+
+
+def expected_limits(version: int | None, org: Organisation, brand_name: str, key: tuple,
+                    conditions: list[TimeCondition], offset: int, limit: int) -> list[RewardConstraint] | None:
+    """The limits a call will show if the catalogue is still at ``version`` (the one the last
+    call read), from what this process keeps for it, or None (nothing kept for the org). The
+    org-level limits; and, when the brand's index for these filters and the rewards in the page's
+    ``BrandIndex.window`` are kept, those rewards' own limits: a superset of the page's, whoever
+    the customer is. Ordered by shape, so that calls share few statement texts."""
+    if version is None:
+        return None
+    org_level = ORG_LIMITS.get((version, org.pk))
+    if org_level is None:
+        return None
+    expected = list(org_level)
+    brand = BRANDS.get((version, org.pk, brand_name))
+    index = None if brand is None else INDEXES.get((version, brand.pk, key))
+    if index is not None:
+        window = index.window(conditions, offset, limit)
+        if len(window) <= EXPECTED_WINDOW:
+            kept = REWARDS.get_many([(version, pk) for pk in index.ids[window].tolist()])
+            if all(listed is not None for listed in kept):
+                reward_level = [c for listed in kept for c in listed.constraints]
+                if len(reward_level) <= EXPECTED_REWARD_LIMITS:
+                    expected += reward_level
+    return sorted(expected, key=_limit_shape)
 
 
 # ---------------------------------------------------------------- validated parameters
@@ -359,6 +399,15 @@ class BrandIndex:
             chunk *= 2
         return total, kept.positions[np.concatenate(found)[offset:end]]
 
+    def window(self, conditions: list[TimeCondition], offset: int, limit: int) -> np.ndarray:
+        """Positions that hold the page ``offset:offset + limit`` of ANY customer: a reward
+        targeted at no one is everyone's, so a customer's page starts at or after the slice's
+        ``offset``-th reward and ends at or before its ``offset + limit``-th untargeted one."""
+        kept = self._slices.get_or_set(self._slice_key(conditions), lambda: self._slice(conditions))
+        end = offset + limit
+        stop = int(kept.untargeted[end - 1]) + 1 if len(kept.untargeted) >= end else len(kept.positions)
+        return kept.positions[offset:stop]
+
     def _slice_key(self, conditions: list[TimeCondition]) -> tuple:
         """Where each term's instant falls among its column's distinct instants: how many are
         below it (``lt``, ``gte``: a value passes by being < it, or fails by it) or at most it
@@ -377,7 +426,8 @@ class BrandIndex:
             mask &= condition.holds(self.columns, micros)
         positions = np.flatnonzero(mask).astype(np.int32)
         groups = self.group_of[positions]
-        return TimeSlice(positions, groups, np.bincount(groups, minlength=len(self.groups)))
+        return TimeSlice(positions, groups, np.bincount(groups, minlength=len(self.groups)),
+                         np.flatnonzero(groups == 0).astype(np.int32))
 
     @property
     def nbytes(self) -> int:
@@ -389,11 +439,13 @@ class BrandIndex:
 
 class TimeSlice(NamedTuple):
     """The rewards of a BrandIndex that pass a call's time filters: their positions (in the
-    list's order), their targeting groups, and how many there are per group."""
+    list's order), their targeting groups, how many there are per group, and which of them are
+    targeted at no one."""
 
     positions: np.ndarray
     groups: np.ndarray
     counts: np.ndarray
+    untargeted: np.ndarray  # the slice's ordinals of the rewards targeted at no one (group 0)
 
 
 def untimed_key(data: dict) -> tuple:
@@ -425,36 +477,52 @@ def listed_rewards(version: int, ids: list[int]) -> list[ListedReward]:
     return [found[pk] for pk in ids]
 
 
-def reward_list_indexed(
-    *, org: Organisation, brand: Brand, customer_id: int, reads: CallReads, params, filters: dict,
-    page: PageRequest, now: datetime.datetime,
-) -> RewardList:
-    """``catalogue.selectors.reward_list_for_customer`` from the index, for the validated
-    filters ``filters`` (``validated_filters``) of the query ``params``, after the call's first
-    statement (``version_customer_facts``: ``reads``)."""
+def page_bounds(page: PageRequest) -> tuple[int, int]:
+    """(offset, limit) of a page request."""
+    if page.unpaged:
+        return 0, page.unpaged_ceiling
+    return (page.page - 1) * page.size, page.size
+
+
+def indexed_list(*, org: Organisation, brand_name: str, customer_id: int, params, filters: dict,
+                 page: PageRequest, now: datetime.datetime) -> RewardList | None:
+    """The list API's read from the index (``catalogue.selectors.reward_list_for_customer``'s
+    answer) for the validated ``filters`` (``validated_filters``) of the query ``params``, or None
+    where the index cannot be used (no catalogue version: the database read answers). Raises what
+    that read raises: the brand not found (3004) before the customer (1014).
+
+    A warm call makes one statement (``version_customer_facts``), a second one only for the
+    limits it did not expect (``expected_limits``: the catalogue moved, or the page's rewards were
+    not kept yet)."""
+    key = untimed_key(filters)
+    conditions = time_conditions(filters, now=now, time_zone=org.time_zone)
+    offset, limit = page_bounds(page)
+    assumed = _READ_VERSION.get(_alias())
+    expected = expected_limits(assumed, org, brand_name, key, conditions, offset, limit)
+    reads = version_customer_facts(org, customer_id, now, assumed, expected)
+    if reads.version is None:
+        return None
     version = reads.version
+    brand = brand_named(version, org, brand_name)
+    if not reads.found:
+        raise IssuanceError(ErrorCode.CUSTOMER_NOT_FOUND)
 
     def build() -> BrandIndex:
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone, defer_time=True)
         assert filterset.is_valid(), filterset.errors  # as validated_filters found them
         return BrandIndex.build(brand, filterset)
 
-    index = INDEXES.get_or_set((version, brand.pk, untimed_key(filters)), build)
-    if page.unpaged:
-        offset, limit = 0, page.unpaged_ceiling
-    else:
-        offset, limit = (page.page - 1) * page.size, page.size
-    conditions = time_conditions(filters, now=now, time_zone=org.time_zone)
+    index = INDEXES.get_or_set((version, brand.pk, key), build)
     total, positions = index.page(conditions, reads.facts, offset, limit)
-    ids = index.ids[positions].tolist()
-    rewards = listed_rewards(version, ids)
-    reward_level = [c for reward in rewards for c in reward.constraints]
-    if reads.org_usages is None:
-        org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
-        usages = constraint_consumption(reward_level + org_level, customer_id=customer_id, org=org, now=now)
-    else:  # the first statement read them: a second one only for a page with limited rewards
-        org_level, usages = reads.org_limits, reads.org_usages
-        if reward_level:
-            usages = {**usages, **constraint_consumption(reward_level, customer_id=customer_id, org=org, now=now)}
+    rewards = listed_rewards(version, index.ids[positions].tolist())
+    org_level = ORG_LIMITS.get_or_set((version, org.pk), lambda: org_constraints(org))
+    shown = [c for reward in rewards for c in reward.constraints] + org_level
+    usages = reads.usages
+    if usages is None:
+        usages = constraint_consumption(shown, customer_id=customer_id, org=org, now=now)
+    else:
+        unexpected = [c for c in shown if c.pk not in usages]
+        if unexpected:
+            usages = {**usages, **constraint_consumption(unexpected, customer_id=customer_id, org=org, now=now)}
     return RewardList(page=RewardPage(rewards=rewards, total=total, request=page), usages=usages,
                       org_constraints=org_level, now=now)

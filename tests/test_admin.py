@@ -716,7 +716,7 @@ def test_reward_level_limit_added_inline_takes_the_rewards_org(admin_client, sho
 @pytest.mark.django_db
 def test_reward_changelist_shows_payment_modes_and_finds_a_reward_by_id(admin_client):
     config = f.PaymentConfigFactory(points=Decimal("50"))
-    other = f.RewardFactory(name="Unrelated")
+    other = f.RewardFactory(name="Unrelated", brand__name="Other")  # no digits: the term is only an id
 
     response = admin_client.get(_url(cm.Reward, "changelist"), {"q": str(config.reward.pk)})
 

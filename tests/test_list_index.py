@@ -185,6 +185,8 @@ def test_a_page_from_kept_time_slices_is_the_page_of_a_full_pass():
             total, positions = index.page(conditions, facts, offset, limit)
             assert total == len(expected)
             assert positions.tolist() == expected[offset:offset + limit].tolist(), (when, filters, offset)
+            # Whoever the customer, the page lies in the window (whose limits a call reads first).
+            assert set(positions.tolist()) <= set(index.window(conditions, offset, limit).tolist())
             checked += 1
     assert checked > 1000
     assert len(index._slices.values()) == list_index.SLICES_PER_INDEX  # only the latest kept
@@ -454,12 +456,11 @@ def own_statements(api, customer, **params) -> tuple[int, dict]:
     return len(ctx.captured_queries) - len(refused.captured_queries), body
 
 
-def test_the_org_level_limits_are_read_in_the_calls_first_statement(api, org, brand, customer, account, settings):
+def test_a_warm_call_reads_the_limits_in_its_first_statement(api, org, brand, customer, account, settings):
     """A warm call reads the catalogue version, the customer, its facts and its consumption of
-    the org-level limits in ONE statement; a second one only when a reward of its page has
-    limits of its own. The figures are the database path's, before and after the org-level
-    limit changes (the version moves: the statement assumed the old one, so the consumption is
-    read again with the new limit)."""
+    the org-level limits and of its page's own limits in ONE statement. The figures are the
+    database path's, before and after the org-level limit changes (the version moves: the
+    statement assumed the old one, so the consumption is read again with the new limit)."""
     gift = f.RewardFactory(brand=brand, redemption_type=RedemptionType.GIFT_CARD)
     f.PaymentConfigFactory(reward=gift, mode=PaymentMode.POINTS, points=Decimal(5))
     limited = f.RewardFactory(brand=brand, redemption_type=RedemptionType.MILES)
@@ -468,8 +469,8 @@ def test_the_org_level_limits_are_read_in_the_calls_first_statement(api, org, br
     org_limit = cm.RewardConstraint.objects.create(org=org, redemption_type=RedemptionType.GIFT_CARD,
                                                    level=ConstraintLevel.CUSTOMER_REDEMPTION_TYPE,
                                                    frequency=Frequency.MONTHS, limit_value=3)
-    for _ in range(2):
-        response = api.post(ISSUE_SINGLE.format(gift.pk), {"mobile": customer.mobile}, format="json")
+    for issued in (gift, gift, limited):
+        response = api.post(ISSUE_SINGLE.format(issued.pk), {"mobile": customer.mobile}, format="json")
         assert response.status_code == 200, response.content
 
     def database_body(**params):
@@ -490,11 +491,11 @@ def test_the_org_level_limits_are_read_in_the_calls_first_statement(api, org, br
     assert org_level(body) == [(org_limit.pk, 3, 2, True)]
     assert body == database_body(redemptionType="GIFT_CARD")
 
-    listed(api, customer)  # the other filters' index
+    assert listed(api, customer) == database_body()  # the other filters' index, `limited` rendered
     count, body = own_statements(api, customer)
-    assert count == 2  # the page shows `limited`: its own limit's consumption in a second statement
-    assert {r["id"]: r["rewardRestrictions"]["customerLevel"][0]["rewardConstraintId"]
-            for r in body["rewardList"] if r["rewardRestrictions"]["customerLevel"]} == {limited.pk: own_limit.pk}
+    assert count == 1  # the page shows `limited`: its own limit was expected too
+    assert {r["id"]: [(e["rewardConstraintId"], e["consumed"]) for e in r["rewardRestrictions"]["customerLevel"]]
+            for r in body["rewardList"] if r["rewardRestrictions"]["customerLevel"]} == {limited.pk: [(own_limit.pk, 1)]}
     assert org_level(body) == [(org_limit.pk, 3, 2, True)]
     assert body == database_body()
 
@@ -505,3 +506,47 @@ def test_the_org_level_limits_are_read_in_the_calls_first_statement(api, org, br
     count, body = own_statements(api, customer, redemptionType="GIFT_CARD")
     assert count == 1 and org_level(body) == [(org_limit.pk, 2, 2, False)]
 
+
+
+def test_limits_of_rewards_the_customer_cannot_see_are_read_but_not_shown(api, org, brand, customer, settings):
+    """The first statement reads the limits of every reward that could be on the page for some
+    customer (targeted rewards among the first untargeted ones); what the page shows is this
+    customer's. More limits than ``EXPECTED_REWARD_LIMITS`` in that window: read after the page."""
+    segment = f.SegmentFactory(org=org)
+    theirs = f.PartitionFactory(segment=segment)
+    now = timezone.now()
+    rewards = []
+    for i in range(6):  # newest first: targeted (at a partition the customer is not in) and not, alternately
+        reward = f.RewardFactory(brand=brand, name=f"r{i}", created_at=now - i * datetime.timedelta(hours=1))
+        if i % 2 == 0:
+            cm.RewardSegmentTarget.objects.create(reward=reward, partition=theirs)
+        cm.RewardConstraint.objects.create(org=org, reward=reward, level=ConstraintLevel.REWARD,
+                                           frequency=Frequency.DAYS, limit_value=5)
+        rewards.append(reward)
+    other = f.CustomerFactory(org=org, mobile="9111111111")
+    cm.SegmentMembership.objects.create(customer=other, partition=theirs)
+
+    def database_body(who, **params):
+        settings.LIST_INDEX = False
+        try:
+            return listed(api, who, **params)
+        finally:
+            settings.LIST_INDEX = True
+
+    assert listed(api, other, size=2) == database_body(other, size=2)  # renders r0, r1
+    count, body = own_statements(api, customer, size=2)
+    assert count == 1 + 10 + 1  # r3 rendered now (the reward and 9 kinds of rows): its limit read after
+    assert [r["name"] for r in body["rewardList"]] == ["r1", "r3"]
+    count, body = own_statements(api, customer, size=2)
+    assert count == 2  # the window r0-r3 holds r2, never rendered: its limit is not known
+    listed(api, other, size=6)  # renders r2 (and the rest)
+    count, body = own_statements(api, customer, size=2)
+    assert count == 1 and body == database_body(customer, size=2)  # r0's and r2's limits read, not shown
+    assert [r["name"] for r in body["rewardList"]] == ["r1", "r3"]
+    count, body = own_statements(api, other, size=2)
+    assert count == 1 and body == database_body(other, size=2)
+    assert [r["name"] for r in body["rewardList"]] == ["r0", "r1"]
+
+    with mock.patch.object(list_index, "EXPECTED_REWARD_LIMITS", 1):
+        count, body = own_statements(api, customer, size=2)
+    assert count == 2 and body == database_body(customer, size=2)

@@ -859,7 +859,9 @@ def rich_world(org, brand, customer, count: int):
 #   org-level constraints (1); consumption of every limit shown (1).
 LIST_OWN_QUERIES = 16
 # From the in-memory index (catalogue/list_index.py), once it holds the brand and the page:
-#   the catalogue version, the customer and its facts (1 statement); consumption (1).
+#   the catalogue version, the customer, its facts and the limits it expects (1 statement); the
+#   consumption of the others (1: rich_world's rewards, all targeted, have 3 limits each, more
+#   than list_index.EXPECTED_REWARD_LIMITS; tests/test_list_index.py has the calls of 1 statement).
 INDEXED_OWN_QUERIES = 2
 # Building the index for a brand and filters: its rewards (1), their targets (1); rendering the
 # page's rewards not rendered yet: the rewards (1) and the 9 prefetches. (The brand and the

@@ -85,15 +85,9 @@ class RewardListViewSet(viewsets.ViewSet):
             errors.extend(filter_errors)
             if errors:
                 raise bad_request("; ".join(errors))
-            reads = list_index.version_customer_facts(org, user_id, now)
-            if reads.version is not None:
-                brand = list_index.brand_named(reads.version, org, brand_name)
-                if not reads.found:
-                    raise IssuanceError(ErrorCode.CUSTOMER_NOT_FOUND)
-                result = list_index.reward_list_indexed(
-                    org=org, brand=brand, customer_id=user_id, reads=reads, params=params, filters=filters,
-                    page=page, now=now,
-                )
+            result = list_index.indexed_list(org=org, brand_name=brand_name, customer_id=user_id, params=params,
+                                             filters=filters, page=page, now=now)
+            if result is not None:
                 return Response(reward_list_body(result))
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)
         if not filterset.is_valid():
