@@ -23,7 +23,7 @@ A warm call makes one statement: the catalogue version, the customer, its facts 
 consumption of the limits the call expects to show (``expected_limits``: the org-level ones and
 those of the rewards that can be on the page for any customer, as kept for the version the
 previous call read). A second statement reads the consumption of limits it did not expect (the
-version moved, or the page's rewards were not rendered yet).
+version moved, or too many limits in the window).
 
 What is kept is keyed by ``CatalogueVersion.value``, which PostgreSQL triggers change with every
 statement that writes a table the list shows (``catalogue.models.LIST_TABLES``), read once per
@@ -251,9 +251,9 @@ def expected_limits(version: int | None, org: Organisation, brand_name: str, key
                     conditions: list[TimeCondition], offset: int, limit: int) -> list[RewardConstraint] | None:
     """The limits a call will show if the catalogue is still at ``version`` (the one the last
     call read), from what this process keeps for it, or None (nothing kept for the org). The
-    org-level limits; and, when the brand's index for these filters and the rewards in the page's
-    ``BrandIndex.window`` are kept, those rewards' own limits: a superset of the page's, whoever
-    the customer is. Ordered by shape, so that calls share few statement texts."""
+    org-level limits; and, when the brand's index for these filters is kept, the limits of the
+    rewards in the page's ``BrandIndex.window``: a superset of the page's, whoever the customer
+    is. Ordered by shape, so that calls share few statement texts."""
     if version is None:
         return None
     org_level = ORG_LIMITS.get((version, org.pk))
@@ -265,11 +265,9 @@ def expected_limits(version: int | None, org: Organisation, brand_name: str, key
     if index is not None:
         window = index.window(conditions, offset, limit)
         if len(window) <= EXPECTED_WINDOW:
-            kept = REWARDS.get_many([(version, pk) for pk in index.ids[window].tolist()])
-            if all(listed is not None for listed in kept):
-                reward_level = [c for listed in kept for c in listed.constraints]
-                if len(reward_level) <= EXPECTED_REWARD_LIMITS:
-                    expected += reward_level
+            reward_level = [c for pk in index.ids[window].tolist() for c in index.limits.get(pk, ())]
+            if len(reward_level) <= EXPECTED_REWARD_LIMITS:
+                expected += reward_level
     return sorted(expected, key=_limit_shape)
 
 
@@ -302,8 +300,11 @@ def validated_filters(params) -> tuple[list[str], dict]:
 class BrandIndex:
     """One brand's rewards matching one set of untimed filters, in the list's order."""
 
-    def __init__(self, rows: np.ndarray, groups: list[dict[str, frozenset[int]]], group_of: np.ndarray):
-        """``rows``: (id, start, end, creation in epoch microseconds) per reward, in order."""
+    def __init__(self, rows: np.ndarray, groups: list[dict[str, frozenset[int]]], group_of: np.ndarray,
+                 limits: dict[int, tuple[RewardConstraint, ...]] | None = None):
+        """``rows``: (id, start, end, creation in epoch microseconds) per reward, in order;
+        ``limits``: the limits of the rewards that have any, by reward id."""
+        self.limits = limits or {}
         rows = rows.reshape(-1, 4)
         self.ids = rows[:, 0].copy()
         self.columns = {column: rows[:, i].copy() for i, column in enumerate(TIME_COLUMNS, start=1)}
@@ -326,8 +327,9 @@ class BrandIndex:
 
     @classmethod
     def build(cls, brand: Brand, filterset: RewardFilterSet) -> "BrandIndex":
-        """Two queries: the brand's rewards through the untimed filters and the sort, and the
-        targets of all the brand's rewards (the link rows themselves, as the engine reads them)."""
+        """Three queries: the brand's rewards through the untimed filters and the sort, the
+        targets of all the brand's rewards (the link rows themselves, as the engine reads them),
+        and the brand's reward-level limits."""
         queryset = filterset.filter_queryset(Reward.objects.filter(org_id=brand.org_id, brand=brand))
         filterset.time_conditions.clear()  # collected again by each call
         # The instants as integer microseconds computed by PostgreSQL (EXTRACT returns an exact
@@ -350,7 +352,10 @@ class BrandIndex:
                 number = numbers[wanted] = len(groups)
                 groups.append(dict(wanted))
             group_of[position] = number
-        return cls(rows, groups, group_of)
+        limits: dict[int, list[RewardConstraint]] = {}
+        for constraint in RewardConstraint.objects.filter(reward__brand_id=brand.pk).order_by("id"):
+            limits.setdefault(constraint.reward_id, []).append(constraint)
+        return cls(rows, groups, group_of, {pk: tuple(found) for pk, found in limits.items()})
 
     def eligible_groups(self, facts: CustomerFacts) -> np.ndarray:
         """``issuance.eligibility.targeting_refused(group, facts) is None`` for every group at
