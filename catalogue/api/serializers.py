@@ -142,13 +142,18 @@ class ListedReward:
 _NO_LIMITS = jsonio.dumps(restrictions_body((), {}))  # most rewards' rewardRestrictions
 
 
-def reward_json(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> RawJSON:
-    """The reward object of the list's body, as JSON text embedded by ``issuance.jsonio.dumps``."""
+def reward_text(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> str:
+    """The reward object of the list's body, as JSON text."""
     expired, started = reward.end_time <= now, reward.start_time <= now
     restrictions = jsonio.dumps(restrictions_body(reward.constraints, usages)) if reward.constraints else _NO_LIMITS
     head, between, before_restrictions, tail = reward.parts
-    return RawJSON(f"{head}{'true' if expired else 'false'}{between}{'true' if started else 'false'}"
-                   f"{before_restrictions}{restrictions}{tail}")
+    return (f"{head}{'true' if expired else 'false'}{between}{'true' if started else 'false'}"
+            f"{before_restrictions}{restrictions}{tail}")
+
+
+def reward_json(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> RawJSON:
+    """``reward_text``, embedded as it is by ``issuance.jsonio.dumps``."""
+    return RawJSON(reward_text(reward, now=now, usages=usages))
 
 
 def _static_body(reward: Reward) -> dict:
@@ -222,13 +227,17 @@ def paging_body(page: RewardPage) -> dict:
     }
 
 
-def reward_list_body(result: RewardList) -> dict:
-    return {
-        "status": dict(SUCCESS),
-        "rewardList": [
-            reward_json(r if isinstance(r, ListedReward) else ListedReward.of(r), now=result.now, usages=result.usages)
-            for r in result.page.rewards
-        ],
-        "pagingDto": paging_body(result.page),
-        "orgLevelRestrictions": org_restrictions_body(result.org_constraints, result.usages),
-    }
+_SUCCESS_TEXT = jsonio.dumps(SUCCESS)
+
+
+def reward_list_body(result: RewardList) -> RawJSON:
+    """The whole body as JSON text (``issuance.jsonio.dumps`` writes it as it is): the page's
+    reward objects are text already, and joining them is a fraction of encoding a list of them."""
+    rewards = ",".join(
+        reward_text(r if isinstance(r, ListedReward) else ListedReward.of(r), now=result.now, usages=result.usages)
+        for r in result.page.rewards
+    )
+    return RawJSON(
+        f'{{"status":{_SUCCESS_TEXT},"rewardList":[{rewards}],"pagingDto":{jsonio.dumps(paging_body(result.page))},'
+        f'"orgLevelRestrictions":{jsonio.dumps(org_restrictions_body(result.org_constraints, result.usages))}}}'
+    )
