@@ -17,8 +17,8 @@ explains the method and keeps the figures.
 2. One gunicorn per database (gthread workers, loopback, BENCH_VIEWS=1, DEBUG off).
 3. Load from wrk (a separate C process; Lua scripts in bench/wrk/ build the bodies and count
    statuses) in alternating short rounds: every scenario of every database once per round,
-   what a ratio compares side by side (``RUN_ORDER``), the order rotated each round. pgbench
-   runs the bare SQL in the same rounds.
+   what a ratio compares side by side (``RUN_ORDER``), the order rotated each round and
+   reversed every other. pgbench runs the bare SQL in the same rounds.
 4. Prints, per scenario, the medians over rounds of requests/s and p50/p95/p99 latency, the
    CPU the app and PostgreSQL spent per call, queries per call, peak RSS per worker, then the
    ratios and the targets (met / not met). Raw results go to var/bench/<time>.json.
@@ -632,7 +632,10 @@ def main() -> None:  # noqa: C901, PLR0915
         started = time.monotonic()
         for round_ in range(args.rounds):
             shift = (round_ * 3) % len(runs)
-            for key, scenario in runs[shift:] + runs[:shift]:
+            order = runs[shift:] + runs[:shift]
+            # Every other round backwards: of two neighbours (list and ping, Basic and OAuth2) each
+            # runs first as often, so a machine slowing down or speeding up favours neither.
+            for key, scenario in (order if round_ % 2 == 0 else order[::-1]):
                 results[(key, scenario)].append(
                     measure(key, scenario, args.seconds, f"r{round_}p{os.getpid()}"))
             loads.append(Path("/proc/loadavg").read_text().split()[0])
