@@ -497,8 +497,8 @@ def indexed_list(*, org: Organisation, brand_name: str, customer_id: int, params
     that read raises: the brand not found (3004) before the customer (1014).
 
     A warm call makes one statement (``version_customer_facts``), a second one only for the
-    limits it did not expect (``expected_limits``: the catalogue moved, or the page's rewards were
-    not kept yet)."""
+    limits it did not expect (``expected_limits``: the catalogue moved since the last call, or the
+    page's window held too many rewards or limits)."""
     key = untimed_key(filters)
     conditions = time_conditions(filters, now=now, time_zone=org.time_zone)
     offset, limit = page_bounds(page)
