@@ -50,7 +50,6 @@ from django.db import connection, connections, router
 from django.db.models.expressions import RawSQL
 
 from catalogue.api.serializers import ListedReward
-from catalogue.choices import Frequency
 from catalogue.filters import TIME_COLUMNS, TIME_FILTERS, RewardFilterSet, TimeCondition, time_conditions
 from catalogue.models import Brand, CatalogueVersion, Customer, Organisation, Reward, RewardConstraint
 from catalogue.selectors import (
@@ -218,7 +217,7 @@ def version_customer_facts(org: Organisation, customer_id: int, now: datetime.da
     consumption = None
     sql, params = _call_sql(), [org.pk, customer_id, *facts_params(customer_id)]
     if expected:
-        consumption = ConsumptionQuery.of(expected, customer_id=customer_id, org=org, now=now)
+        consumption = ConsumptionQuery.of(expected, customer_id=customer_id, org=org, now=now, by_shape=True)
         sql, params = f"{sql} UNION ALL {consumption.rows_sql(_CONSUMED)}", [*params, *consumption.params]
     with rawsql.cursor(connections[alias]) as cursor:
         cursor.execute(sql, params)
@@ -242,18 +241,13 @@ EXPECTED_WINDOW = 200
 EXPECTED_REWARD_LIMITS = 16
 
 
-def _limit_shape(constraint: RewardConstraint) -> tuple:
-    """What decides a constraint's part of the consumption SQL (``issuance.limits``' shape)."""
-    return constraint.level, constraint.kpi, constraint.frequency == Frequency.NO_LIMIT
-
-
 def expected_limits(version: int | None, org: Organisation, brand_name: str, key: tuple,
                     conditions: list[TimeCondition], offset: int, limit: int) -> list[RewardConstraint] | None:
     """The limits a call will show if the catalogue is still at ``version`` (the one the last
     call read), from what this process keeps for it, or None (nothing kept for the org). The
     org-level limits; and, when the brand's index for these filters is kept, the limits of the
     rewards in the page's ``BrandIndex.window``: a superset of the page's, whoever the customer
-    is. Ordered by shape, so that calls share few statement texts."""
+    is."""
     if version is None:
         return None
     org_level = ORG_LIMITS.get((version, org.pk))
@@ -268,7 +262,7 @@ def expected_limits(version: int | None, org: Organisation, brand_name: str, key
             reward_level = [c for pk in index.ids[window].tolist() for c in index.limits.get(pk, ())]
             if len(reward_level) <= EXPECTED_REWARD_LIMITS:
                 expected += reward_level
-    return sorted(expected, key=_limit_shape)
+    return expected
 
 
 # ---------------------------------------------------------------- validated parameters
@@ -374,11 +368,9 @@ class BrandIndex:
 
     def matching(self, conditions: list[TimeCondition], facts: CustomerFacts) -> np.ndarray:
         """Positions (in the list's order) of the rewards that pass the time filters'
-        ``conditions`` and that this customer may take by targeting."""
-        mask = self.eligible_groups(facts)[self.group_of]
-        for condition in conditions:
-            mask &= condition.holds(self.columns, micros)
-        return np.flatnonzero(mask)
+        ``conditions`` and that this customer may take by targeting, by a pass over the whole
+        brand: the reference ``page`` is tested against (tests/test_list_index.py)."""
+        return np.flatnonzero(self.eligible_groups(facts)[self.group_of] & self._time_mask(conditions))
 
     def page(self, conditions: list[TimeCondition], facts: CustomerFacts, offset: int, limit: int
              ) -> tuple[int, np.ndarray]:
@@ -387,7 +379,7 @@ class BrandIndex:
         ``TimeSlice``: their positions, groups and count per group), so a call costs the
         targeting rule per group, a sum, and a scan of the slice's first rewards until the page
         is full."""
-        kept = self._slices.get_or_set(self._slice_key(conditions), lambda: self._slice(conditions))
+        kept = self.time_slice(conditions)
         eligible = self.eligible_groups(facts)
         total = int(kept.counts[eligible].sum())
         end = min(offset + limit, total)
@@ -408,10 +400,14 @@ class BrandIndex:
         """Positions that hold the page ``offset:offset + limit`` of ANY customer: a reward
         targeted at no one is everyone's, so a customer's page starts at or after the slice's
         ``offset``-th reward and ends at or before its ``offset + limit``-th untargeted one."""
-        kept = self._slices.get_or_set(self._slice_key(conditions), lambda: self._slice(conditions))
+        kept = self.time_slice(conditions)
         end = offset + limit
         stop = int(kept.untargeted[end - 1]) + 1 if len(kept.untargeted) >= end else len(kept.positions)
         return kept.positions[offset:stop]
+
+    def time_slice(self, conditions: list[TimeCondition]) -> "TimeSlice":
+        """The rewards passing ``conditions``: kept per ``_slice_key``, made on first use."""
+        return self._slices.get_or_set(self._slice_key(conditions), lambda: self._slice(conditions))
 
     def _slice_key(self, conditions: list[TimeCondition]) -> tuple:
         """Where each term's instant falls among its column's distinct instants: how many are
@@ -425,11 +421,14 @@ class BrandIndex:
                 for terms in condition.alternatives)
             for condition in conditions)
 
-    def _slice(self, conditions: list[TimeCondition]) -> "TimeSlice":
+    def _time_mask(self, conditions: list[TimeCondition]) -> np.ndarray:
         mask = np.ones(len(self.ids), dtype=bool)
         for condition in conditions:
             mask &= condition.holds(self.columns, micros)
-        positions = np.flatnonzero(mask).astype(np.int32)
+        return mask
+
+    def _slice(self, conditions: list[TimeCondition]) -> "TimeSlice":
+        positions = np.flatnonzero(self._time_mask(conditions)).astype(np.int32)
         groups = self.group_of[positions]
         return TimeSlice(positions, groups, np.bincount(groups, minlength=len(self.groups)),
                          np.flatnonzero(groups == 0).astype(np.int32))

@@ -177,7 +177,8 @@ def limit_states(constraints, *, customer_id: int, org: Organisation, now) -> li
 class ConsumptionQuery:
     """``limit_states``' query for some constraints (duplicates removed), before it runs: its
     shape, windows and parameters. ``rows_sql`` is the same query as rows of a larger
-    UNION ALL statement (catalogue.list_index folds the org-level limits into its first one)."""
+    UNION ALL statement (catalogue.list_index folds the limits a list call expects into its
+    first one)."""
 
     constraints: list[RewardConstraint]
     windows: dict[int, Window]
@@ -185,11 +186,20 @@ class ConsumptionQuery:
     params: list
 
     @classmethod
-    def of(cls, constraints, *, customer_id: int, org: Organisation, now) -> "ConsumptionQuery":
+    def of(cls, constraints, *, customer_id: int, org: Organisation, now,
+           by_shape: bool = False) -> "ConsumptionQuery":
+        """``by_shape``: the constraints ordered by their part of the SQL instead of as given, so
+        that calls with the same kinds of constraints share one statement text (``rows_sql``
+        gives each row its constraint's position: the order is the query's own)."""
         constraints = list({c.pk: c for c in constraints}.values())
         windows = {c.pk: window_for(c, now=now, tz_name=org.time_zone) for c in constraints}
-        shape = tuple((c.level, c.kpi == ConstraintKpi.QUANTITY, windows[c.pk].start is not None)
-                      for c in constraints)
+
+        def part(c: RewardConstraint) -> tuple[str, bool, bool]:
+            return c.level, c.kpi == ConstraintKpi.QUANTITY, windows[c.pk].start is not None
+
+        if by_shape:
+            constraints.sort(key=part)
+        shape = tuple(part(c) for c in constraints)
         values = [v for c in constraints for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
         return cls(constraints, windows, shape, [*values, *_COUNTED, *values])  # the sums', statuses', scope's
 

@@ -438,9 +438,9 @@ def test_a_reward_object_is_the_text_its_body_encodes_to(api, org, brand, custom
     whole = serializers._static_body(loaded)
     whole.update(expired=reward.end_time <= now, started=reward.start_time <= now,
                  rewardRestrictions=serializers.restrictions_body([limit], usages))
-    text = jsonio.dumps([serializers.reward_json(serializers.ListedReward.of(loaded), now=now, usages=usages)])
-    assert text == jsonio.dumps([whole])
-    assert list(jsonio.loads(text)[0]) == list(whole)  # the order of the fields
+    text = serializers.reward_text(serializers.ListedReward.of(loaded), now=now, usages=usages)
+    assert text == jsonio.dumps(whole)
+    assert list(jsonio.loads(text)) == list(whole)  # the order of the fields
 
 
 # ---------------------------------------------------------------- the statements of a call

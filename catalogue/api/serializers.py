@@ -110,13 +110,13 @@ CALL_FIELDS = ("expired", "started", "rewardRestrictions")
 @dataclass(frozen=True)
 class ListedReward:
     """A reward of a list page, rendered but for the fields that depend on the call (the time:
-    expired, started; the customer: rewardRestrictions), which ``reward_json`` fills in.
+    expired, started; the customer: rewardRestrictions), which ``reward_text`` fills in.
     catalogue.list_index keeps these for as long as the catalogue does not change.
 
     Kept as JSON text around the per-call fields (``parts``: the text before ``expired``,
     between ``expired`` and ``started``, between ``started`` and ``rewardRestrictions``, after
     it): encoding 20 rich reward objects was ~15 % of a list call's CPU; now only the per-call
-    fields are encoded per call, the rest is joined as it was written (``simplejson.RawJSON``)."""
+    fields are encoded per call, the rest is joined as it was written (``reward_list_body``)."""
 
     pk: int
     start_time: datetime.datetime
@@ -151,11 +151,6 @@ def reward_text(reward: ListedReward, *, now: datetime.datetime, usages: dict[in
             f"{before_restrictions}{restrictions}{tail}")
 
 
-def reward_json(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> RawJSON:
-    """``reward_text``, embedded as it is by ``issuance.jsonio.dumps``."""
-    return RawJSON(reward_text(reward, now=now, usages=usages))
-
-
 def _static_body(reward: Reward) -> dict:
     groups, labels, tiers, media = reward.list_groups, reward.list_labels, reward.list_tiers, reward.list_media
     return {
@@ -177,14 +172,14 @@ def _static_body(reward: Reward) -> dict:
         "group": groups[0].name if groups else None,
         "startTime": time_ms(reward.start_time),
         "endTime": time_ms(reward.end_time),
-        "expired": None,  # reward_json
+        "expired": None,  # reward_text
         "started": None,
         "programId": reward.program_id,
         "categoryList": [{"id": c.pk, "name": c.name, "enabled": c.enabled} for c in reward.list_categories],
         "customFields": {key: _custom_value(value) for key, value in (reward.custom_fields or {}).items()},
         "loyaltyProgramCriteria": [{"programId": t.program_id, "tierId": t.pk, "tierName": t.name} for t in tiers],
         "groups": [{"id": g.pk, "name": g.name, "rank": g.rank} for g in groups],
-        "rewardRestrictions": None,  # reward_json
+        "rewardRestrictions": None,  # reward_text
         "rewardRank": reward.rank,
         "images": [_media(m) for m in media if m.kind == MediaKind.IMAGE],
         "videos": [_media(m) for m in media if m.kind == MediaKind.VIDEO],
