@@ -98,9 +98,48 @@ def restrictions_body(constraints: Iterable[RewardConstraint], usages: dict[int,
     }
 
 
-def org_restrictions_body(constraints: list[RewardConstraint], usages: dict[int, ConstraintUsage]) -> dict:
-    entries = [constraint_body(c, usages[c.pk]) for c in constraints]
-    return {"isValid": all(e["isValid"] for e in entries), "customerRedemptionTypeLevel": entries}
+# Per constraint object, its texts by (consumed, isValid), at most this many: a constraint's
+# object is kept per catalogue version (catalogue.list_index) and its body differs between
+# customers only by those two values, mostly (0, true).
+_TEXTS_PER_CONSTRAINT = 8
+
+
+def constraint_text(constraint: RewardConstraint, usage: ConstraintUsage) -> str:
+    """``constraint_body`` as JSON text, kept on the constraint object (which nothing changes
+    once loaded: a changed limit is a new object of a new catalogue version)."""
+    texts = constraint.__dict__.get("_list_texts")
+    if texts is None:
+        texts = constraint.__dict__["_list_texts"] = {}
+    key = (usage.consumed, usage.is_valid)
+    text = texts.get(key)
+    if text is None:
+        text = jsonio.dumps(constraint_body(constraint, usage))
+        if len(texts) < _TEXTS_PER_CONSTRAINT:
+            texts[key] = text
+    return text
+
+
+def _true(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def restrictions_text(constraints: Iterable[RewardConstraint], usages: dict[int, ConstraintUsage]) -> str:
+    """``restrictions_body`` as JSON text, from the constraints' texts."""
+    levels: dict[str, list[str]] = {"REWARD": [], "CUSTOMER": []}
+    valid = True
+    for constraint in constraints:
+        usage = usages[constraint.pk]
+        valid = valid and usage.is_valid
+        levels.setdefault(constraint.level, []).append(constraint_text(constraint, usage))
+    return (f'{{"isValid":{_true(valid)},"rewardLevel":[{",".join(levels["REWARD"])}],'
+            f'"customerLevel":[{",".join(levels["CUSTOMER"])}]}}')
+
+
+def org_restrictions_text(constraints: list[RewardConstraint], usages: dict[int, ConstraintUsage]) -> str:
+    """orgLevelRestrictions: the org's limits per redemption type, valid when none is used up."""
+    valid = all(usages[c.pk].is_valid for c in constraints)
+    entries = ",".join(constraint_text(c, usages[c.pk]) for c in constraints)
+    return f'{{"isValid":{_true(valid)},"customerRedemptionTypeLevel":[{entries}]}}'
 
 
 # The fields of a reward object that depend on the call, in the order they appear.
@@ -145,7 +184,7 @@ _NO_LIMITS = jsonio.dumps(restrictions_body((), {}))  # most rewards' rewardRest
 def reward_text(reward: ListedReward, *, now: datetime.datetime, usages: dict[int, ConstraintUsage]) -> str:
     """The reward object of the list's body, as JSON text."""
     expired, started = reward.end_time <= now, reward.start_time <= now
-    restrictions = jsonio.dumps(restrictions_body(reward.constraints, usages)) if reward.constraints else _NO_LIMITS
+    restrictions = restrictions_text(reward.constraints, usages) if reward.constraints else _NO_LIMITS
     head, between, before_restrictions, tail = reward.parts
     return (f"{head}{'true' if expired else 'false'}{between}{'true' if started else 'false'}"
             f"{before_restrictions}{restrictions}{tail}")
@@ -234,5 +273,5 @@ def reward_list_body(result: RewardList) -> RawJSON:
     )
     return RawJSON(
         f'{{"status":{_SUCCESS_TEXT},"rewardList":[{rewards}],"pagingDto":{jsonio.dumps(paging_body(result.page))},'
-        f'"orgLevelRestrictions":{jsonio.dumps(org_restrictions_body(result.org_constraints, result.usages))}}}'
+        f'"orgLevelRestrictions":{org_restrictions_text(result.org_constraints, result.usages)}}}'
     )
