@@ -187,6 +187,7 @@ def _call_sql() -> str:
 
 
 _VERSION, _CUSTOMER, _CONSUMED = -2, -1, -3  # the row kinds of a call's first statement besides the facts' (0-3)
+PRINCIPAL_ROW = -4  # the kind of issuance.api.kept_principals' check row
 
 # The catalogue version the last call read, per database alias: the next call's first statement
 # assumes it still holds, to fold in the consumption of the limits that call will likely show.
@@ -200,16 +201,21 @@ class CallReads(NamedTuple):
     # What the customer consumed of the limits the call expected to show, by constraint id, when
     # the version the first statement assumed held; None: nothing read (all read after the page).
     usages: dict[int, LimitState] | None
+    # The answer to the ``principal_check`` the statement carried (None: it carried none).
+    principal: bool | None = None
 
 
 def version_customer_facts(org: Organisation, customer_id: int, now: datetime.datetime,
-                           assumed: int | None = None, expected: list[RewardConstraint] | None = None) -> CallReads:
+                           assumed: int | None = None, expected: list[RewardConstraint] | None = None,
+                           principal_check: tuple[str, list] | None = None) -> CallReads:
     """A call's reads before the index, in one statement on the database the list reads (one
     snapshot): the catalogue version, whether the org has this customer, what the customer holds
     (``issuance.eligibility.customer_facts``) and the customer's consumption of the ``expected``
     limits of catalogue version ``assumed`` (``issuance.limits``' ``ConsumptionQuery``; see
     ``expected_limits``). If the version is not ``assumed`` any more, that consumption is dropped
-    (the limits may have changed) and read after the page."""
+    (the limits may have changed) and read after the page. ``principal_check``: SQL (and its
+    parameters) of one more row of kind ``PRINCIPAL_ROW``, whose presence the result tells
+    (issuance.api.kept_principals); no statement runs for an id no customer can have."""
     if not 0 < customer_id <= MAX_CUSTOMER_ID:
         empty = CustomerFacts(frozenset(), frozenset(), frozenset(), frozenset())
         return CallReads(catalogue_version(), False, empty, None)
@@ -219,20 +225,23 @@ def version_customer_facts(org: Organisation, customer_id: int, now: datetime.da
     if expected:
         consumption = ConsumptionQuery.of(expected, customer_id=customer_id, org=org, now=now, by_shape=True)
         sql, params = f"{sql} UNION ALL {consumption.rows_sql(_CONSUMED)}", [*params, *consumption.params]
+    if principal_check is not None:
+        sql, params = f"{sql} UNION ALL {principal_check[0]}", [*params, *principal_check[1]]
     with rawsql.cursor(connections[alias]) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     version = next((row[0] for row in rows if row[2] == _VERSION), None)
     found = any(row[2] == _CUSTOMER for row in rows)
     facts = facts_of([row for row in rows if row[2] >= 0])
+    principal = None if principal_check is None else any(row[2] == PRINCIPAL_ROW for row in rows)
     if version is not None:
         _READ_VERSION[alias] = version
     if version is None or version != assumed or expected is None:
-        return CallReads(version, found, facts, None)
+        return CallReads(version, found, facts, None, principal)
     usages = {} if consumption is None else {
         state.constraint.pk: state for state in consumption.states_of_rows(row for row in rows if row[2] == _CONSUMED)
     }
-    return CallReads(version, found, facts, usages)
+    return CallReads(version, found, facts, usages, principal)
 
 
 # The most rewards and reward-level limits ``expected_limits`` folds into a call's first statement
@@ -314,10 +323,19 @@ class BrandIndex:
                     naming[kind].setdefault(target, []).append(number)
         self.naming = {kind: {t: np.array(g, dtype=np.int32) for t, g in by_target.items()}
                        for kind, by_target in naming.items()}
+        # The same as bit sets over the groups (Python ints, bit n = group n), which
+        # ``eligible_groups`` combines in a few integer operations whatever the group count.
+        count = len(groups)
+        self._kind_bits = {kind: _bits(np.flatnonzero(targeted), count) for kind, targeted in self.targets_kind.items()}
+        self._naming_bits = {kind: {t: _bits(g, count) for t, g in by_target.items()}
+                             for kind, by_target in naming.items()}
         # Each time column's distinct instants, sorted: where a filter's instant falls among them
         # decides which rewards pass it (``_slice_key``).
         self.instants = {column: np.unique(values) for column, values in self.columns.items()}
         self._slices = LRU(SLICES_PER_INDEX)
+        # The conditions of the last time key computed, and that key: a call asks for it twice
+        # (``window``, then ``page``) with the same conditions.
+        self._last_key: tuple[list, tuple] | None = None
 
     @classmethod
     def build(cls, brand: Brand, filterset: RewardFilterSet) -> "BrandIndex":
@@ -354,17 +372,17 @@ class BrandIndex:
     def eligible_groups(self, facts: CustomerFacts) -> np.ndarray:
         """``issuance.eligibility.targeting_refused(group, facts) is None`` for every group at
         once: for each kind a group targets, the customer holds one of its targets of that kind
-        (tests/test_list_index.py checks the two agree)."""
-        eligible = np.ones(len(self.groups), dtype=bool)
+        (tests/test_list_index.py checks the two agree). Worked out on bit sets, then unpacked
+        to one bool per group."""
+        eligible = (1 << len(self.groups)) - 1
         for targeting in TARGETINGS:
-            held = np.zeros(len(self.groups), dtype=bool)
-            naming = self.naming[targeting.kind]
-            for target in getattr(facts, targeting.facts_attr):
-                groups = naming.get(target)
-                if groups is not None:
-                    held[groups] = True
-            eligible &= ~self.targets_kind[targeting.kind] | held
-        return eligible
+            kind_bits = self._kind_bits[targeting.kind]
+            if kind_bits:
+                naming, held = self._naming_bits[targeting.kind], 0
+                for target in getattr(facts, targeting.facts_attr):
+                    held |= naming.get(target, 0)
+                eligible &= ~kind_bits | held
+        return _unpack(eligible, len(self.groups))
 
     def matching(self, conditions: list[TimeCondition], facts: CustomerFacts) -> np.ndarray:
         """Positions (in the list's order) of the rewards that pass the time filters'
@@ -407,7 +425,17 @@ class BrandIndex:
 
     def time_slice(self, conditions: list[TimeCondition]) -> "TimeSlice":
         """The rewards passing ``conditions``: kept per ``_slice_key``, made on first use."""
-        return self._slices.get_or_set(self._slice_key(conditions), lambda: self._slice(conditions))
+        return self._slices.get_or_set(self.time_key(conditions), lambda: self._slice(conditions))
+
+    def time_key(self, conditions: list[TimeCondition]) -> tuple:
+        """``_slice_key``, computed once for the same list of conditions asked twice in a row
+        (a call's ``window`` and ``page``; each call makes its own list)."""
+        last = self._last_key  # one read: another thread may replace it meanwhile
+        if last is not None and last[0] is conditions:
+            return last[1]
+        key = self._slice_key(conditions)
+        self._last_key = (conditions, key)
+        return key
 
     def _slice_key(self, conditions: list[TimeCondition]) -> tuple:
         """Where each term's instant falls among its column's distinct instants: how many are
@@ -439,6 +467,19 @@ class BrandIndex:
         arrays = [self.ids, self.group_of, *self.columns.values(), *self.instants.values()]
         arrays += [a for kept in self._slices.values() for a in kept]
         return sum(a.nbytes for a in arrays)
+
+
+def _bits(numbers, count: int) -> int:
+    """The set of ``numbers`` (each in 0 .. count - 1) as an int: bit n set for n."""
+    members = np.zeros(count, dtype=bool)
+    members[np.asarray(numbers, dtype=np.int64)] = True
+    return int.from_bytes(np.packbits(members, bitorder="little").tobytes(), "little")
+
+
+def _unpack(bits: int, count: int) -> np.ndarray:
+    """Bits 0 .. count - 1 of ``bits`` (non-negative) as a bool array."""
+    packed = np.frombuffer(bits.to_bytes((count + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(packed, count=count, bitorder="little").view(bool)
 
 
 class TimeSlice(NamedTuple):
@@ -489,7 +530,8 @@ def page_bounds(page: PageRequest) -> tuple[int, int]:
 
 
 def indexed_list(*, org: Organisation, brand_name: str, customer_id: int, params, filters: dict,
-                 page: PageRequest, now: datetime.datetime) -> RewardList | None:
+                 page: PageRequest, now: datetime.datetime, principal_check: tuple[str, list] | None = None,
+                 principal_checked: Callable[[bool], None] | None = None) -> RewardList | None:
     """The list API's read from the index (``catalogue.selectors.reward_list_for_customer``'s
     answer) for the validated ``filters`` (``validated_filters``) of the query ``params``, or None
     where the index cannot be used (no catalogue version: the database read answers). Raises what
@@ -497,13 +539,16 @@ def indexed_list(*, org: Organisation, brand_name: str, customer_id: int, params
 
     A warm call makes one statement (``version_customer_facts``), a second one only for the
     limits it did not expect (``expected_limits``: the catalogue moved since the last call, or the
-    page's window held too many rewards or limits)."""
+    page's window held too many rewards or limits). ``principal_check``: carried by that
+    statement, its answer given to ``principal_checked`` right after it (which may raise)."""
     key = untimed_key(filters)
     conditions = time_conditions(filters, now=now, time_zone=org.time_zone)
     offset, limit = page_bounds(page)
     assumed = _READ_VERSION.get(_alias())
     expected = expected_limits(assumed, org, brand_name, key, conditions, offset, limit)
-    reads = version_customer_facts(org, customer_id, now, assumed, expected)
+    reads = version_customer_facts(org, customer_id, now, assumed, expected, principal_check)
+    if principal_checked is not None and reads.principal is not None:
+        principal_checked(reads.principal)
     if reads.version is None:
         return None
     version = reads.version

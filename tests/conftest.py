@@ -108,6 +108,15 @@ def account(customer):
 
 
 @pytest.fixture
+def api_client(api_user, org):
+    """A registered API client (bearer tokens) on ``api_user``'s till."""
+    from catalogue.models import Till
+    from tests.oauth_factories import api_client_for
+
+    return api_client_for(Till.objects.get(org=org, code="till1"))[0]
+
+
+@pytest.fixture
 def api(api_user):
     from rest_framework.test import APIClient
 
@@ -128,3 +137,14 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("case counts")
         for line in SUMMARY_LINES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_principals():
+    """Principals the list API keeps per process (issuance.api.kept_principals) do not carry
+    from one test to the next (the rows they were read from are rolled back)."""
+    from issuance.api import kept_principals
+
+    kept_principals.clear()
+    yield
+    kept_principals.clear()

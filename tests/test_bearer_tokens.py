@@ -16,7 +16,7 @@ from catalogue.choices import PaymentMode
 from issuance.groups import API_GROUP
 from tests import factories as f
 from tests.conftest import ISSUE_SINGLE, basic_auth
-from tests.oauth_factories import access_token_for, api_client_for
+from tests.oauth_factories import access_token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -30,13 +30,6 @@ def reward(brand):
     reward = f.RewardFactory(brand=brand)
     f.PaymentConfigFactory(reward=reward, mode=PaymentMode.POINTS, points=Decimal("10"))
     return reward
-
-
-@pytest.fixture
-def api_client(api_user, org):
-    from catalogue.models import Till
-
-    return api_client_for(Till.objects.get(org=org, code="till1"))[0]
 
 
 @pytest.fixture

@@ -12,11 +12,13 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import viewsets
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from catalogue import list_index
 from catalogue.filters import RewardFilterSet
 from catalogue.models import Customer
 from catalogue.selectors import PageRequest, customer_get, reward_list_for_customer
+from issuance.api import kept_principals
 from issuance.api.permissions import CanIssueThroughApi
 from issuance.api.views import data_scope_orgs
 from issuance.errors import ErrorCode, IssuanceError, bad_request
@@ -61,9 +63,35 @@ def customer_id(params) -> int:
 
 
 class RewardListViewSet(viewsets.ViewSet):
-    """The rewards of a brand that one customer may take, filtered, sorted and paged."""
+    """The rewards of a brand that one customer may take, filtered, sorted and paged.
+
+    Authentication: a principal this process authenticated the usual way for the same
+    Authorization header is taken as kept and re-checked inside the call's first statement
+    (issuance.api.kept_principals); when the check fails, or the call fails before it ran, the
+    call is made anew with the usual authentication."""
 
     permission_classes = [CanIssueThroughApi]
+    authentication_classes = [kept_principals.KeptPrincipalAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        kept_principals.keep(request)  # authenticated and permitted the usual way: keep it
+
+    def handle_exception(self, exc):
+        if isinstance(exc, kept_principals.PrincipalChanged) or kept_principals.unconfirmed(self.request):
+            return self._anew()
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if kept_principals.unconfirmed(request):  # answered without the statement (OPTIONS)
+            response = self._anew()
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def _anew(self):
+        """Nothing is answered to a kept principal its statement did not confirm: the call is
+        made again from the start, with the usual authentication."""
+        kept_principals.forget(self.request)
+        return type(self).as_view({"get": "list"})(self.request._request, *self.args, **self.kwargs)
 
     def list(self, request, brand_name: str):
         # R12: DATA-SCOPE SELF (default) reads the caller's org; OTHER the listed child
@@ -85,8 +113,10 @@ class RewardListViewSet(viewsets.ViewSet):
             errors.extend(filter_errors)
             if errors:
                 raise bad_request("; ".join(errors))
-            result = list_index.indexed_list(org=org, brand_name=brand_name, customer_id=user_id, params=params,
-                                             filters=filters, page=page, now=now)
+            result = list_index.indexed_list(
+                org=org, brand_name=brand_name, customer_id=user_id, params=params, filters=filters, page=page,
+                now=now, principal_check=kept_principals.check_of(request),
+                principal_checked=lambda found: kept_principals.confirm(request, found))
             if result is not None:
                 return Response(reward_list_body(result))
         filterset = RewardFilterSet(params, now=now, time_zone=org.time_zone)

@@ -30,7 +30,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import caches
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.models import get_access_token_model
 from rest_framework import exceptions
@@ -65,13 +67,48 @@ _USER_MAY_USE_API = api_permission_exists("pk")
 _TOKEN_USER_MAY_USE_API = api_permission_exists("application__user")
 
 
-def _user_by_name(username: str):
-    """The user with profile and org, and whether it may use the API. The username is unique:
-    no ORDER BY (as .first() would add)."""
+# The row versions (PostgreSQL's ``xmin`` and ``ctid``) of every row an authentication query read, as one
+# text, on the instance the query gives: issuance.api.kept_principals re-checks a principal by
+# comparing it (any UPDATE of one of the rows makes a new version; a DELETE leaves no row).
+ROW_VERSIONS = "principal_row_versions"
+
+
+def principal_models() -> dict[str, list]:
+    """The models whose rows each authentication reads, as their queries join them."""
+    from catalogue.models import Organisation, Till, UserProfile
+    from oauth2_provider.models import get_application_model
+
     User = get_user_model()
-    return (User._default_manager.select_related("profile__org")
-            .annotate(**{API_ALLOWED: _USER_MAY_USE_API})
-            .filter(**{User.USERNAME_FIELD: username})[:1])
+    return {
+        "basic": [User, UserProfile, Organisation],
+        "bearer": [get_access_token_model(), get_application_model(), User, UserProfile, Organisation, ApiClient, Till],
+    }
+
+
+def row_versions_sql(models) -> str:
+    """The versions of the models' rows, each table named as itself (joined once): the
+    transaction that wrote the row version (``xmin``) and where it lies (``ctid``, which an
+    UPDATE changes even within the transaction that wrote the row)."""
+    return " || ',' || ".join(
+        f"{table}.xmin::text || {table}.ctid::text"
+        for table in (connection.ops.quote_name(m._meta.db_table) for m in models)
+    )
+
+
+def _with_row_versions(queryset, models):
+    if connection.vendor != "postgresql":
+        return queryset
+    return queryset.annotate(**{ROW_VERSIONS: RawSQL(row_versions_sql(models), ())})
+
+
+def _user_by_name(username: str):
+    """The user with profile and org, whether it may use the API and the rows' versions. The
+    username is unique: no ORDER BY (as .first() would add)."""
+    User = get_user_model()
+    queryset = (User._default_manager.select_related("profile__org")
+                .annotate(**{API_ALLOWED: _USER_MAY_USE_API})
+                .filter(**{User.USERNAME_FIELD: username}))
+    return _with_row_versions(queryset, principal_models()["basic"])[:1]
 
 
 # Compiled once per process (issuance.rawsql.CompiledQuery): building and compiling this query
@@ -207,11 +244,12 @@ _TOKEN_UNREAD = (
 
 def _token_by_checksum(checksum: str):
     # The checksum is unique: no ORDER BY (as .first() would add).
-    return (get_access_token_model()
-            .objects.select_related("application__user__profile__org", "application__api_client__till")
-            .defer(*_TOKEN_UNREAD)
-            .annotate(**{API_ALLOWED: _TOKEN_USER_MAY_USE_API})
-            .filter(token_checksum=checksum)[:1])
+    queryset = (get_access_token_model()
+                .objects.select_related("application__user__profile__org", "application__api_client__till")
+                .defer(*_TOKEN_UNREAD)
+                .annotate(**{API_ALLOWED: _TOKEN_USER_MAY_USE_API})
+                .filter(token_checksum=checksum))
+    return _with_row_versions(queryset, principal_models()["bearer"])[:1]
 
 
 _TOKEN_BY_CHECKSUM = CompiledQuery(_token_by_checksum, "checksum")  # as _USER_BY_NAME
