@@ -12,7 +12,8 @@ OAuth2 bearer tokens (client credentials, django-oauth-toolkit) are accepted fro
 registered API clients only (apiclients.ApiClient): the token acts as the client's user,
 in that user's org, on the client's till, with the token's scopes (docs/permissions.md).
 
-Both cost ONE query per request (docs/performance.md, "Queries per issue call"): Basic reads
+Both cost ONE query per request (docs/performance.md, "Queries per issue call"; a list call
+whose principal is kept folds it into its own statement: issuance.api.kept_principals): Basic reads
 the user with profile and org; a bearer token is read with its application, the client's
 user, profile and org, the ApiClient and its till, all joined (without the token's, the
 application's and the client's columns no check reads: ``_TOKEN_UNREAD``; a bearer call then
