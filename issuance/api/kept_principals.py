@@ -37,10 +37,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Q
+from rest_framework.authentication import BaseAuthentication
 
 from catalogue import list_index
-
-from rest_framework.authentication import BaseAuthentication
 
 from .authentication import (
     _USER_MAY_USE_API,
