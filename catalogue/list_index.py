@@ -313,20 +313,16 @@ class BrandIndex:
         self.columns = {column: rows[:, i].copy() for i, column in enumerate(TIME_COLUMNS, start=1)}
         self.groups = groups  # group 0: no targets
         self.group_of = np.asarray(group_of, dtype=np.int32)
-        # The targeting rule over all groups at once: per kind, which groups target it and,
-        # per target id, the groups that name it.
-        self.targets_kind = {t.kind: np.array([t.kind in g for g in groups], dtype=bool) for t in TARGETINGS}
+        # The targeting rule over all groups at once, as bit sets over the groups (Python ints,
+        # bit n = group n) that ``eligible_groups`` combines in a few integer operations: per
+        # kind, the groups that target it and, per target id, the groups that name it.
+        count = len(groups)
         naming: dict[str, dict[int, list[int]]] = {t.kind: {} for t in TARGETINGS}
         for number, group in enumerate(groups):
             for kind, targets in group.items():
                 for target in targets:
                     naming[kind].setdefault(target, []).append(number)
-        self.naming = {kind: {t: np.array(g, dtype=np.int32) for t, g in by_target.items()}
-                       for kind, by_target in naming.items()}
-        # The same as bit sets over the groups (Python ints, bit n = group n), which
-        # ``eligible_groups`` combines in a few integer operations whatever the group count.
-        count = len(groups)
-        self._kind_bits = {kind: _bits(np.flatnonzero(targeted), count) for kind, targeted in self.targets_kind.items()}
+        self._kind_bits = {t.kind: _bits([n for n, g in enumerate(groups) if t.kind in g], count) for t in TARGETINGS}
         self._naming_bits = {kind: {t: _bits(g, count) for t, g in by_target.items()}
                              for kind, by_target in naming.items()}
         # Each time column's distinct instants, sorted: where a filter's instant falls among them

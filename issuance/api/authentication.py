@@ -68,9 +68,10 @@ _USER_MAY_USE_API = api_permission_exists("pk")
 _TOKEN_USER_MAY_USE_API = api_permission_exists("application__user")
 
 
-# The row versions (PostgreSQL's ``xmin`` and ``ctid``) of every row an authentication query read, as one
-# text, on the instance the query gives: issuance.api.kept_principals re-checks a principal by
-# comparing it (any UPDATE of one of the rows makes a new version; a DELETE leaves no row).
+# The row versions (PostgreSQL's ``xmin`` and ``ctid``) of every row an authentication query
+# read, as one text, on the instance the query gives: issuance.api.kept_principals re-checks a
+# principal by comparing it (any UPDATE of one of the rows makes a new version; a DELETE leaves
+# no row).
 ROW_VERSIONS = "principal_row_versions"
 
 
