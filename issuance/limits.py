@@ -13,6 +13,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Case, DecimalField, F, Q, Sum, When
 from django.db.models.functions import Coalesce
@@ -20,7 +21,7 @@ from django.db.models.functions import Coalesce
 from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency, Weekday, WindowType
 from catalogue.models import Organisation, RewardConstraint
 
-from .models import IssuanceLine, LineStatus
+from .models import IssuanceLine, LineStatus, RewardUsage
 from .rawsql import fetch, placeholders, quoted
 
 # Fixed cycles with no cycle_start count from this Monday.
@@ -168,7 +169,7 @@ def limit_states(constraints, *, customer_id: int, org: Organisation, now) -> li
     query = ConsumptionQuery.of(constraints, customer_id=customer_id, org=org, now=now)
     if not query.constraints:
         return []
-    row = fetch(_consumption_sql(query.shape), query.params,
+    row = fetch(_consumption_sql(query.shape, query.usage), query.params,
                 using=router.db_for_read(IssuanceLine) or DEFAULT_DB_ALIAS)[0]
     return query.states(row)
 
@@ -184,6 +185,7 @@ class ConsumptionQuery:
     windows: dict[int, Window]
     shape: tuple[tuple[str, bool, bool], ...]
     params: list
+    usage: bool = False  # REWARD-level sums read from RewardUsage (``reads_usage``)
 
     @classmethod
     def of(cls, constraints, *, customer_id: int, org: Organisation, now,
@@ -200,8 +202,17 @@ class ConsumptionQuery:
         if by_shape:
             constraints.sort(key=part)
         shape = tuple(part(c) for c in constraints)
-        values = [v for c in constraints for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
-        return cls(constraints, windows, shape, [*values, *_COUNTED, *values])  # the sums', statuses', scope's
+        usage = reads_usage()
+        if usage:  # REWARD-level sums from RewardUsage: their values first (the select list's)
+            summed = [c for c in constraints if c.level == ConstraintLevel.REWARD]
+            constraints_of_lines = [c for c in constraints if c.level != ConstraintLevel.REWARD]
+            first = [v for c in summed for v in _usage_values(c, windows[c.pk])]
+        else:
+            constraints_of_lines, first = constraints, []
+        values = [v for c in constraints_of_lines
+                  for v in _line_values(c, customer_id=customer_id, window=windows[c.pk])]
+        of_lines = [*values, *_COUNTED, *values] if constraints_of_lines else []  # the sums', statuses', scope's
+        return cls(constraints, windows, shape, [*first, *of_lines], usage)
 
     def states(self, totals) -> list[LimitState]:
         """The states from the sums, in the constraints' order."""
@@ -217,7 +228,7 @@ class ConsumptionQuery:
     def rows_sql(self, kind: int) -> str:
         """Rows (position of the constraint, consumed, ``kind``): three columns, for a UNION
         ALL with other (integer, integer, kind) rows; parameters: ``params``. PostgreSQL."""
-        return _consumption_rows_sql(self.shape, kind)
+        return _consumption_rows_sql(self.shape, kind, self.usage)
 
     def states_of_rows(self, rows) -> list[LimitState]:
         """``states`` from ``rows_sql``'s rows (any order; other kinds' rows not passed)."""
@@ -228,10 +239,11 @@ class ConsumptionQuery:
 
 
 @functools.lru_cache(maxsize=256)
-def _consumption_rows_sql(shape: tuple[tuple[str, bool, bool], ...], kind: int) -> str:
+def _consumption_rows_sql(shape: tuple[tuple[str, bool, bool], ...], kind: int, usage: bool) -> str:
     names = [f"s{i}" for i in range(len(shape))]
     values = ", ".join(f"({i}, t.{name})" for i, name in enumerate(names))
-    return (f"SELECT v.position, v.consumed, {int(kind)} FROM ({_consumption_sql(shape)}) AS t({', '.join(names)}) "
+    return (f"SELECT v.position, v.consumed, {int(kind)} FROM ({_consumption_sql(shape, usage)}) "
+            f"AS t({', '.join(names)}) "
             f"CROSS JOIN LATERAL (VALUES {values}) AS v(position, consumed)")
 
 
@@ -277,14 +289,85 @@ def _contribution_sql(quantity: bool) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _consumption_sql(shape: tuple[tuple[str, bool, bool], ...]) -> str:
+def _consumption_sql(shape: tuple[tuple[str, bool, bool], ...], usage: bool = False) -> str:
     """params: each constraint's line values (for its sum), the counted statuses, then the line
-    values again (for the rows scanned: any constraint's lines)."""
+    values again (for the rows scanned: any constraint's lines). ``usage``: the REWARD-level
+    constraints' sums from RewardUsage (``_usage_sum_sql``), their ``_usage_values`` first, in
+    order; the line values are then the other constraints' only."""
+    of_lines = [part for part in shape if not (usage and part[0] == ConstraintLevel.REWARD)]
     sums = [f"COALESCE(SUM(CASE WHEN {_line_condition(level, windowed)} THEN {_contribution_sql(quantity)} END), 0)"
-            for level, quantity, windowed in shape]
-    scope = " OR ".join(_line_condition(level, windowed) for level, _quantity, windowed in shape)
-    return (f"SELECT {', '.join(sums)} FROM {quoted(IssuanceLine._meta.db_table)} "
-            f"WHERE {_column('status')} IN ({placeholders(len(_COUNTED))}) AND ({scope})")
+            for level, quantity, windowed in of_lines]
+    scope = " OR ".join(_line_condition(level, windowed) for level, _quantity, windowed in of_lines)
+    lines = (f"SELECT {', '.join(sums)} FROM {quoted(IssuanceLine._meta.db_table)} "
+             f"WHERE {_column('status')} IN ({placeholders(len(_COUNTED))}) AND ({scope})")
+    if len(of_lines) == len(shape):
+        return lines
+    columns, n = [], 0
+    for level, quantity, windowed in shape:
+        if level == ConstraintLevel.REWARD:
+            columns.append(_usage_sum_sql(quantity, windowed))
+        else:
+            columns.append(f"l.s{n}")
+            n += 1
+    from_lines = f" FROM ({lines}) AS l({', '.join(f's{i}' for i in range(n))})" if of_lines else ""
+    return f"SELECT {', '.join(columns)}{from_lines}"
+
+
+def reads_usage(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether REWARD-level consumption is read from RewardUsage (PostgreSQL keeps it)."""
+    return settings.LIMIT_REWARD_USAGE and connections[using].vendor == "postgresql"
+
+
+def _usage_sum_sql(quantity: bool, windowed: bool) -> str:
+    """A REWARD-level constraint's consumption: its reward's hourly sums from the first whole
+    hour of the window on, plus the counted lines of the partial hour before it (none when the
+    window starts on the hour, as FIXED windows in whole-hour time zones do). params:
+    ``_usage_values``."""
+    usage = RewardUsage._meta
+    column = quoted(usage.get_field("units" if quantity else "value").column)
+    sums = (f"(SELECT COALESCE(SUM({column}), 0) FROM {quoted(usage.db_table)} "
+            f"WHERE {quoted(usage.get_field('reward').column)} = %s")
+    if not windowed:
+        return sums + ")"
+    hour = quoted(usage.get_field("hour").column)
+    partial = (f"(SELECT COALESCE(SUM({_contribution_sql(quantity)}), 0) FROM {quoted(IssuanceLine._meta.db_table)} "
+               f"WHERE {_column('reward')} = %s AND {_column('created_at')} >= %s AND {_column('created_at')} < %s "
+               f"AND {_column('status')} IN ({placeholders(len(_COUNTED))}))")
+    return f"({sums} AND {hour} >= %s) + {partial})"
+
+
+def usage_of_lines() -> dict:
+    """(reward id, UTC hour) → (units, value) of the counted lines, through the ORM's own
+    expressions: what RewardUsage must hold (its zero rows aside)."""
+    from django.db.models.functions import TruncHour
+
+    rows = (IssuanceLine.objects.filter(status__in=_COUNTED)
+            .annotate(hour=TruncHour("created_at", tzinfo=datetime.UTC)).values("reward_id", "hour")
+            .annotate(units=Sum(_LINE_UNITS), value=Sum(_LINE_VALUE)))
+    return {(r["reward_id"], r["hour"]): (r["units"], r["value"]) for r in rows if r["units"] or r["value"]}
+
+
+def usage_disagreements() -> list[tuple]:
+    """(reward id, hour, kept (units, value), of the lines) wherever RewardUsage disagrees with
+    the lines (``manage.py check_ledger``); empty off PostgreSQL, where nothing is kept."""
+    if not reads_usage():
+        return []
+    kept = {(u.reward_id, u.hour): (u.units, u.value) for u in RewardUsage.objects.all() if u.units or u.value}
+    lines = usage_of_lines()
+    return [(reward, hour, kept.get((reward, hour)), lines.get((reward, hour)))
+            for reward, hour in sorted(kept.keys() | lines.keys()) if kept.get((reward, hour)) != lines.get((reward, hour))]
+
+
+def _usage_values(constraint: RewardConstraint, window: Window) -> list:
+    """The values of ``_usage_sum_sql``'s placeholders, in order."""
+    if window.start is None:
+        return [constraint.reward_id]
+    adapt = connections[DEFAULT_DB_ALIAS].ops.adapt_datetimefield_value
+    start = window.start.astimezone(datetime.UTC)
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    if hour < start:
+        hour += datetime.timedelta(hours=1)
+    return [constraint.reward_id, adapt(hour), constraint.reward_id, adapt(start), adapt(hour), *_COUNTED]
 
 
 _SUM_EXPRESSION = Coalesce(Sum(_LINE_VALUE), Decimal(0), output_field=_DECIMAL)

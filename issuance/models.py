@@ -238,6 +238,28 @@ class IssuanceLine(models.Model):
         return f"Line {self.pk}: reward {self.reward_id} × {self.quantity}/{self.requested_quantity} ({self.status})"
 
 
+class RewardUsage(models.Model):
+    """What a reward's counted lines (ISSUED, PARTIAL, PENDING) add up to per UTC hour of their
+    ``created_at``, for every customer together: the REWARD-level limits (R6) read these sums
+    instead of every line in their window (issuance.limits). Derived data, written only by
+    PostgreSQL itself: statement triggers on ``IssuanceLine`` add what each INSERT, UPDATE and
+    DELETE adds or takes away (migration 0007), whatever code path wrote the lines. Empty
+    elsewhere (SQLite reads the lines)."""
+
+    pk = models.CompositePrimaryKey("reward", "hour")
+    reward = models.ForeignKey(Reward, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+")
+    hour = models.DateTimeField(help_text="The UTC hour the lines were created in (its start).")
+    units = models.BigIntegerField(help_text="Σ quantity + pending_units.")
+    value = models.DecimalField(max_digits=30, decimal_places=4,
+                                help_text="Σ a line's contribution to a REDEMPTION_VALUE limit.")
+
+    class Meta:
+        ordering = ["reward", "hour"]
+
+    def __str__(self) -> str:
+        return f"Reward {self.reward_id} at {self.hour:%Y-%m-%d %H}:00 UTC: {self.units} units, {self.value}"
+
+
 class IssuedUnit(models.Model):
     """One issued unit of a line: a coupon code, a vendor voucher, a promotion or a value."""
 

@@ -317,6 +317,19 @@ def test_check_ledger_command_exits_non_zero_listing_the_tampered_account(db, ca
     assert f"account {healthy.pk}:" not in err
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL keeps the hourly reward usage")
+def test_check_ledger_command_lists_a_reward_usage_that_disagrees_with_the_lines(db, capsys):
+    from issuance.models import RewardUsage
+    from tests.factories import IssuanceLineFactory
+
+    line = IssuanceLineFactory(quantity=2, requested_quantity=2)
+    call_command("check_ledger")  # the trigger's sums agree
+    RewardUsage.objects.filter(reward=line.reward).update(units=5)
+    with pytest.raises(CommandError, match="^1 hourly reward usage sum"):
+        call_command("check_ledger")
+    assert f"reward {line.reward_id} at " in capsys.readouterr().err
+
+
 def test_check_ledger_command_raises_command_error_via_call_command(db):
     acc = PointsAccountFactory()
     ledger.points_credit(account_id=acc.pk, amount=Decimal("5"), reason="r")

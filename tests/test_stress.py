@@ -34,7 +34,7 @@ from django.db import connection, connections
 
 from catalogue import models as cm
 from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency, PaymentMode, RedemptionType
-from issuance import ledger
+from issuance import ledger, limits
 from issuance.fake_vendor import FakeVendor
 from issuance.models import IdempotencyRecord, IssuanceLine, IssuedUnit, LedgerEntry, LineStatus, PointsAccount
 from tests import factories as f
@@ -115,6 +115,8 @@ def world_problems(world: dict, answered: list[str]) -> list[str]:
     problems = []
     if bad := ledger.accounts_check_all():
         problems.append(f"balances disagree with their ledgers: {bad}")
+    if usage := limits.usage_disagreements():
+        problems.append(f"hourly reward usage disagrees with the lines: {usage[:5]}")
     if PointsAccount.objects.exclude(held=0).exists():
         problems.append("points still held")
     if pending := IssuanceLine.objects.filter(status=LineStatus.PENDING).count():

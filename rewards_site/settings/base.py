@@ -229,6 +229,10 @@ LIST_INDEX = env.bool("LIST_INDEX", default=True)
 # ids taken beforehand (issuance/rawsql.py: batched; PostgreSQL only). false: one statement
 # per write, as on SQLite.
 ISSUE_WRITE_BATCH = env.bool("ISSUE_WRITE_BATCH", default=True)
+# REWARD-level limits read what their window consumed from the hourly sums PostgreSQL keeps
+# (issuance.models.RewardUsage) plus the lines of the window's first, partial hour. false: from
+# every line in the window, as on SQLite (the bench's baseline: bench/reward_limit_history.py).
+LIMIT_REWARD_USAGE = env.bool("LIMIT_REWARD_USAGE", default=True)
 if LIST_MAX_PAGE_SIZE < 1 or LIST_UNPAGED_CEILING < 1:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -1,10 +1,12 @@
 """Audit R9: every points account's balance equals its opening balance plus the sum of its
-ledger entries. Exits 0 when all agree; otherwise lists each disagreeing account on stderr
-and exits 1 (so cron / monitoring can alert on the exit status)."""
+ledger entries; and (PostgreSQL) every reward's hourly usage sums, which the REWARD-level
+limits read, equal its lines. Exits 0 when all agree; otherwise lists each disagreement on
+stderr and exits 1 (so cron / monitoring can alert on the exit status)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
 from issuance.ledger import accounts_check_all
+from issuance.limits import usage_disagreements
 
 
 class Command(BaseCommand):
@@ -12,7 +14,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         bad = accounts_check_all()
-        if not bad:
+        usage = usage_disagreements()
+        if not bad and not usage:
             self.stdout.write(self.style.SUCCESS("ledger ok: every balance matches its entries"))
             return
         for check in bad:
@@ -21,4 +24,8 @@ class Command(BaseCommand):
                 f"account {check.account_id}: balance {check.balance} != opening {check.opening_balance}"
                 f" + entries {check.entries_sum} = {expected} (off by {check.balance - expected:+})"
             )
-        raise CommandError(f"{len(bad)} points account(s) disagree with their ledger", returncode=1)
+        for reward, hour, kept, lines in usage:
+            self.stderr.write(f"reward {reward} at {hour:%Y-%m-%d %H}:00 UTC: usage kept {kept} != lines {lines}")
+        problems = [f"{len(bad)} points account(s) disagree with their ledger"] if bad else []
+        problems += [f"{len(usage)} hourly reward usage sum(s) disagree with the lines"] if usage else []
+        raise CommandError("; ".join(problems), returncode=1)
