@@ -308,8 +308,9 @@ def _superuser_request(user):
     return request
 
 
-# Kept by the database, edited by nobody: the catalogue version (PostgreSQL triggers).
-NOT_IN_THE_ADMIN = {"catalogue.CatalogueVersion"}
+# Kept by the database, edited by nobody (PostgreSQL triggers): the catalogue version and the
+# hourly reward usage (`manage.py check_ledger` audits the latter against the lines).
+NOT_IN_THE_ADMIN = {"catalogue.CatalogueVersion", "issuance.RewardUsage"}
 
 
 def test_every_model_of_catalogue_and_issuance_is_registered():
