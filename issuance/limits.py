@@ -336,12 +336,17 @@ def _usage_sum_sql(quantity: bool, windowed: bool) -> str:
     return f"({sums} AND {hour} >= %s) + {partial})"
 
 
+def _limited_rewards():
+    return RewardConstraint.objects.filter(level=ConstraintLevel.REWARD, reward__isnull=False).values("reward_id")
+
+
 def usage_of_lines() -> dict:
-    """(reward id, UTC hour) → (units, value) of the counted lines, through the ORM's own
-    expressions: what RewardUsage must hold (its zero rows aside)."""
+    """(reward id, UTC hour) → (units, value) of the counted lines of the rewards with a
+    REWARD-level limit, through the ORM's own expressions: what RewardUsage must hold (its
+    zero rows aside)."""
     from django.db.models.functions import TruncHour
 
-    rows = (IssuanceLine.objects.filter(status__in=_COUNTED)
+    rows = (IssuanceLine.objects.filter(status__in=_COUNTED, reward_id__in=_limited_rewards())
             .annotate(hour=TruncHour("created_at", tzinfo=datetime.UTC)).values("reward_id", "hour")
             .annotate(units=Sum(_LINE_UNITS), value=Sum(_LINE_VALUE)))
     return {(r["reward_id"], r["hour"]): (r["units"], r["value"]) for r in rows if r["units"] or r["value"]}
@@ -349,10 +354,12 @@ def usage_of_lines() -> dict:
 
 def usage_disagreements() -> list[tuple]:
     """(reward id, hour, kept (units, value), of the lines) wherever RewardUsage disagrees with
-    the lines (``manage.py check_ledger``); empty off PostgreSQL, where nothing is kept."""
+    the lines, for the rewards with a REWARD-level limit (``manage.py check_ledger``); empty off
+    PostgreSQL, where nothing is kept."""
     if not reads_usage():
         return []
-    kept = {(u.reward_id, u.hour): (u.units, u.value) for u in RewardUsage.objects.all() if u.units or u.value}
+    kept = {(u.reward_id, u.hour): (u.units, u.value)
+            for u in RewardUsage.objects.filter(reward_id__in=_limited_rewards()) if u.units or u.value}
     lines = usage_of_lines()
     return [(reward, hour, kept.get((reward, hour)), lines.get((reward, hour)))
             for reward, hour in sorted(kept.keys() | lines.keys()) if kept.get((reward, hour)) != lines.get((reward, hour))]

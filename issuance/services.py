@@ -599,10 +599,17 @@ def _records_lines(records: list[IdempotencyRecord]) -> None:
 
 def _lock_limited_rewards(ctxs: list[_Context]) -> None:
     """Reward-level limits are shared by all customers: serialise on the reward rows, all
-    of the call's at once in primary-key order (so calls never wait on each other in a cycle)."""
+    of the call's at once in primary-key order (so calls never wait on each other in a cycle).
+    FOR NO KEY UPDATE: it excludes the other calls' locks as FOR UPDATE does, but not the
+    FOR KEY SHARE of a foreign key check, which every new line's reward gets at its commit
+    (Django's foreign keys are deferred). With FOR UPDATE, a call that wrote a line of the
+    reward without this lock (one whose process does not know the limit yet: caches are up to
+    30 s behind) waited at its commit for the lock's holder, which may wait for that call's
+    hourly usage row (issuance.models.RewardUsage): a deadlock."""
     ids = sorted({c.reward_id for ctx in ctxs for c in ctx.constraints if c.level == ConstraintLevel.REWARD})
     if ids:
-        list(Reward.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
+        list(Reward.objects.select_for_update(of=("self",), no_key=True).filter(pk__in=ids)
+             .order_by("pk").values_list("pk"))
 
 
 def _needs_coupon(reward: Reward) -> bool:

@@ -319,10 +319,13 @@ def test_check_ledger_command_exits_non_zero_listing_the_tampered_account(db, ca
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL keeps the hourly reward usage")
 def test_check_ledger_command_lists_a_reward_usage_that_disagrees_with_the_lines(db, capsys):
+    from catalogue.models import RewardConstraint
     from issuance.models import RewardUsage
     from tests.factories import IssuanceLineFactory
 
     line = IssuanceLineFactory(quantity=2, requested_quantity=2)
+    RewardConstraint.objects.create(org=line.org, reward=line.reward, level="REWARD", limit_value=9,
+                                    frequency="DAYS")
     call_command("check_ledger")  # the trigger's sums agree
     RewardUsage.objects.filter(reward=line.reward).update(units=5)
     with pytest.raises(CommandError, match="^1 hourly reward usage sum"):

@@ -1,5 +1,5 @@
-"""RewardUsage: PostgreSQL's hourly sums of each reward's counted lines, and the REWARD-level
-limits that read them (issuance.limits, migration issuance 0007).
+"""RewardUsage: PostgreSQL's hourly sums of the counted lines of each reward with a REWARD-level
+limit, and the limits that read them (issuance.limits, migration issuance 0007).
 
 The sums must always be what the lines add up to, whatever wrote the lines (the engine's one
 statement, the ORM, a queryset update, raw SQL, a delete), and a limit read through them must
@@ -40,16 +40,27 @@ def line(reward, customer, *, when=None, **kwargs) -> IssuanceLine:
     return made
 
 
+def _limit(reward, **kwargs) -> cm.RewardConstraint:
+    return cm.RewardConstraint.objects.create(org=reward.org, reward=reward, level=ConstraintLevel.REWARD,
+                                              **{"limit_value": Decimal(1000), **kwargs})
+
+
 @pytest.mark.django_db
 def test_the_sums_follow_every_kind_of_write_to_the_lines(org, brand, customer):
-    one, two = f.RewardFactory(brand=brand), f.RewardFactory(brand=brand)
+    one, two, free = (f.RewardFactory(brand=brand) for _ in range(3))
+    for reward in (one, two):
+        _limit(reward, frequency=Frequency.MONTHS)
+    cm.RewardConstraint.objects.create(org=org, reward=free, level=ConstraintLevel.CUSTOMER, limit_value=1,
+                                       frequency=Frequency.DAYS)
     now = timezone.now()
     earlier = now - datetime.timedelta(hours=5, minutes=7)
     a = line(one, customer, quantity=2, total_points=Decimal("20.5000"))
     b = line(one, customer, when=earlier, quantity=1, redemption_value=Decimal("2.2500"))
     c = line(two, customer, status=LineStatus.PENDING, quantity=0, pending_units=3, held_points=Decimal("9.0001"))
     d = line(two, customer, status=LineStatus.FAILED, quantity=0)
+    e = line(free, customer, quantity=3)  # no REWARD-level limit: no sums
     assert sums_kept() == sums_of_lines()
+    assert {reward for reward, _hour in sums_kept()} == {one.pk, two.pk}
     assert sums_kept()[(one.pk, earlier.replace(minute=0, second=0, microsecond=0))] == (1, Decimal("2.2500"))
 
     steps = [
@@ -66,21 +77,19 @@ def test_the_sums_follow_every_kind_of_write_to_the_lines(org, brand, customer):
                                             "WHERE status <> 'FAILED'"),
         lambda: line(one, customer, quantity=4, when=earlier - datetime.timedelta(days=40)),
         lambda: IssuanceLine.objects.filter(pk=d.pk).delete(),
+        lambda: IssuanceLine.objects.filter(pk=e.pk).update(reward=one),  # into a limited reward
+        lambda: IssuanceLine.objects.filter(pk=a.pk).update(reward=free, status=LineStatus.ISSUED),  # out of one
     ]
     for number, step in enumerate(steps):
         step()
         assert sums_kept() == sums_of_lines(), f"after step {number}"
     assert limits.usage_disagreements() == []
+    assert not RewardUsage.objects.filter(reward=free).exists()
     IssuanceLine.objects.all().delete()
     assert sums_kept() == {}
     RewardUsage.objects.filter(reward=two).update(units=7)  # what check_ledger reports
     assert {(reward, kept[0], lines) for reward, _hour, kept, lines in limits.usage_disagreements()} == {
         (two.pk, 7, None)}
-
-
-def _limit(reward, **kwargs) -> cm.RewardConstraint:
-    return cm.RewardConstraint.objects.create(org=reward.org, reward=reward, level=ConstraintLevel.REWARD,
-                                              limit_value=Decimal(1000), **kwargs)
 
 
 @pytest.mark.django_db
@@ -121,6 +130,31 @@ def test_a_reward_limit_read_through_the_sums_counts_what_its_lines_count(org, b
 
 
 @pytest.mark.django_db
+def test_a_reward_gets_its_sums_from_its_history_when_it_gets_a_reward_level_limit(org, brand, customer):
+    """Created, or changed to REWARD level: the sums are computed from the lines already there.
+    A reward whose last REWARD-level limit goes keeps no sums until it gets one again."""
+    reward = f.RewardFactory(brand=brand)
+    now = timezone.now()
+    for hours in (0, 3, 30):
+        line(reward, customer, quantity=2, when=now - datetime.timedelta(hours=hours))
+    assert sums_kept() == {}
+    limit = _limit(reward, frequency=Frequency.NO_LIMIT)
+    assert sums_kept() == sums_of_lines() != {}
+    assert sum(units for units, _value in sums_kept().values()) == 6
+
+    limit.delete()
+    line(reward, customer, quantity=1)  # not summed: no REWARD-level limit
+    assert sum(units for units, _value in sums_kept().values()) == 6
+    per_customer = cm.RewardConstraint.objects.create(org=org, reward=reward, level=ConstraintLevel.CUSTOMER,
+                                                      limit_value=10, frequency=Frequency.NO_LIMIT)
+    assert sum(units for units, _value in sums_kept().values()) == 6
+    cm.RewardConstraint.objects.filter(pk=per_customer.pk).update(level=ConstraintLevel.REWARD)
+    assert sums_kept() == sums_of_lines()
+    assert sum(units for units, _value in sums_kept().values()) == 7
+    assert [s.consumed for s in limits.limit_states([per_customer], customer_id=customer.pk, org=org, now=now)] == [7]
+
+
+@pytest.mark.django_db
 def test_a_reward_limit_reads_the_sums_not_the_lines(org, brand, customer):
     """With the sums gone (as if they disagreed), the limit reads them, not its lines: the
     lines of a window's whole hours cost the list and the issue nothing."""
@@ -151,6 +185,7 @@ def test_bulk_calls_naming_the_same_rewards_in_opposite_orders_keep_the_sums(org
     for _ in range(4):
         reward = f.RewardFactory(brand=brand, intouch_points=Decimal(1))
         f.PaymentConfigFactory(reward=reward, mode="POINTS", points=Decimal(1))
+        _limit(reward, frequency=Frequency.DAYS)
         rewards.append(reward)
     customers = [f.CustomerFactory(org=org) for _ in range(12)]
     for customer in customers:
@@ -171,3 +206,37 @@ def test_bulk_calls_naming_the_same_rewards_in_opposite_orders_keep_the_sums(org
     assert outcomes == [[200] * 5] * 12
     assert sums_kept() == sums_of_lines()
     assert sum(units for units, _value in sums_kept().values()) == 12 * 5 * 4
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_reward_level_limit_added_while_the_reward_is_issued_sums_every_line(org, brand, api_user, run_concurrently):
+    """The limit's trigger waits for the transactions that wrote lines without sums (SHARE lock
+    on the lines) and recomputes after them; later ones see the limit: no line is missed or
+    counted twice, whenever the limit lands."""
+    from rest_framework.test import APIClient
+
+    from tests.conftest import ISSUE_SINGLE
+
+    reward = f.RewardFactory(brand=brand, intouch_points=Decimal(1))
+    f.PaymentConfigFactory(reward=reward, mode="POINTS", points=Decimal(1))
+    customers = [f.CustomerFactory(org=org) for _ in range(8)]
+    for customer in customers:
+        f.PointsAccountFactory(customer=customer, opening_balance=Decimal(1000))
+
+    def call(i: int):
+        if i == 8:  # the admin, in the middle of the issues
+            import time
+
+            time.sleep(0.3)
+            _limit(reward, frequency=Frequency.MONTHS, limit_value=Decimal(10**6))
+            return []
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=basic_auth(api_user.username, "pass"))
+        return [client.post(ISSUE_SINGLE.format(reward.pk), {"mobile": customers[i].mobile, "brand": "BUKL"},
+                            format="json").status_code for _ in range(15)]
+
+    outcomes = run_concurrently(call, threads=9)
+    assert outcomes == [[200] * 15] * 8 + [[]]
+    assert limits.usage_disagreements() == []
+    assert sum(units for units, _value in sums_kept().values()) == 8 * 15

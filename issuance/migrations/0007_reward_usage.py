@@ -1,11 +1,24 @@
-"""RewardUsage: a reward's counted lines summed per UTC hour, kept by PostgreSQL.
+"""RewardUsage: the counted lines of each reward with a REWARD-level limit, summed per UTC
+hour, kept by PostgreSQL.
 
 Three statement-level triggers on ``issuance_issuanceline`` (one per event: a trigger with
 transition tables takes one event) add what the statement's new rows contribute and take away
-what its old rows did, grouped by (reward, hour) and written in that order, so two
-transactions writing lines of the same rewards lock their sums in the same order (no deadlock
-between them). Lines already there are summed once, here. SQLite: the table stays empty and
-the limits read the lines (issuance.limits)."""
+what its old rows did, for the rewards that have a REWARD-level limit, grouped by (reward,
+hour) and written in that order, so two transactions writing lines of the same rewards lock
+their sums in the same order (no deadlock between them). Only those rewards: their issues
+already wait for each other on the reward's row lock, so the sums' rows add no waiting; every
+other reward's lines are written as before.
+
+When a reward gets a REWARD-level limit (a constraint row inserted, or changed to that level or
+reward), a trigger on ``catalogue_rewardconstraint`` recomputes its sums from its lines, after
+``LOCK TABLE issuance_issuanceline IN SHARE MODE``: that waits for every transaction that may
+have written lines of it without sums (their triggers ran before the limit was committed) and
+holds new writers until the limit commits; their triggers then see it (READ COMMITTED: each
+statement of the trigger function reads with a fresh snapshot). A reward whose last
+REWARD-level limit is deleted keeps stale sums, unread, until it gets one again.
+
+Lines already there: the sums of the rewards with a REWARD-level limit, computed once here.
+SQLite: the table stays empty and the limits read the lines (issuance.limits)."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -14,12 +27,15 @@ COUNTED = "('ISSUED', 'PARTIAL', 'PENDING')"  # issuance.limits._COUNTED
 UNITS = "(quantity + pending_units)"  # issuance.limits._LINE_UNITS
 VALUE = (f"CASE WHEN redemption_value IS NOT NULL THEN redemption_value * {UNITS} "
          "ELSE total_points + held_points END")  # issuance.limits._LINE_VALUE
+LIMITED = ("EXISTS (SELECT 1 FROM catalogue_rewardconstraint AS c "
+           "WHERE c.reward_id = changed.reward_id AND c.level = 'REWARD')")
 
 
-def _sums(rows: str) -> str:
+def _sums(rows: str, where: str) -> str:
     """(reward, hour, units, value) of ``rows`` (a SELECT of sign and line columns)."""
     return (f"SELECT reward_id, date_trunc('hour', created_at, 'UTC') AS hour, sum(sign * {UNITS}) AS units, "
-            f"sum(sign * ({VALUE})) AS value FROM ({rows}) AS changed WHERE status IN {COUNTED} GROUP BY 1, 2")
+            f"sum(sign * ({VALUE})) AS value FROM ({rows}) AS changed WHERE status IN {COUNTED} AND {where} "
+            "GROUP BY 1, 2")
 
 
 def _function(name: str, rows: str) -> str:
@@ -27,19 +43,49 @@ def _function(name: str, rows: str) -> str:
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$
 BEGIN
     INSERT INTO issuance_rewardusage AS u (reward_id, hour, units, value)
-    SELECT * FROM ({_sums(rows)}) AS delta WHERE units <> 0 OR value <> 0 ORDER BY reward_id, hour
+    SELECT * FROM ({_sums(rows, LIMITED)}) AS delta WHERE units <> 0 OR value <> 0 ORDER BY reward_id, hour
     ON CONFLICT (reward_id, hour) DO UPDATE SET units = u.units + EXCLUDED.units, value = u.value + EXCLUDED.value;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;"""
 
 
+def _recompute(rewards: str) -> str:
+    """The sums of the rewards ``rewards`` (a SELECT of reward ids) anew from their lines."""
+    return f"""
+    LOCK TABLE issuance_issuanceline IN SHARE MODE;
+    DELETE FROM issuance_rewardusage WHERE reward_id IN ({rewards});
+    INSERT INTO issuance_rewardusage (reward_id, hour, units, value)
+    SELECT * FROM ({_sums("SELECT 1 AS sign, * FROM issuance_issuanceline", f"reward_id IN ({rewards})")}) AS sums
+    WHERE units <> 0 OR value <> 0 ORDER BY reward_id, hour;"""
+
+
 NEW_ROWS = "SELECT 1 AS sign, * FROM new_lines"
 OLD_ROWS = "SELECT -1 AS sign, * FROM old_lines"
+NEWLY_LIMITED = ("SELECT n.reward_id FROM new_constraints AS n WHERE n.level = 'REWARD' AND n.reward_id IS NOT NULL "
+                 "AND NOT EXISTS (SELECT 1 FROM old_constraints AS o WHERE o.id = n.id AND o.level = 'REWARD' "
+                 "AND o.reward_id = n.reward_id)")
 CREATE = "\n".join([
     _function("issuance_rewardusage_insert", NEW_ROWS),
     _function("issuance_rewardusage_update", f"{NEW_ROWS} UNION ALL {OLD_ROWS}"),
     _function("issuance_rewardusage_delete", OLD_ROWS),
+    f"""
+CREATE OR REPLACE FUNCTION issuance_rewardusage_limit_insert() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_constraints WHERE level = 'REWARD' AND reward_id IS NOT NULL) THEN
+        {_recompute("SELECT reward_id FROM new_constraints WHERE level = 'REWARD' AND reward_id IS NOT NULL")}
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION issuance_rewardusage_limit_update() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS ({NEWLY_LIMITED}) THEN
+        {_recompute(NEWLY_LIMITED)}
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;""",
     """
 CREATE TRIGGER issuance_rewardusage_insert AFTER INSERT ON issuance_issuanceline
     REFERENCING NEW TABLE AS new_lines FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_insert();
@@ -48,21 +94,27 @@ CREATE TRIGGER issuance_rewardusage_update AFTER UPDATE ON issuance_issuanceline
     FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_update();
 CREATE TRIGGER issuance_rewardusage_delete AFTER DELETE ON issuance_issuanceline
     REFERENCING OLD TABLE AS old_lines FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_delete();
+CREATE TRIGGER issuance_rewardusage_limit_insert AFTER INSERT ON catalogue_rewardconstraint
+    REFERENCING NEW TABLE AS new_constraints
+    FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_limit_insert();
+CREATE TRIGGER issuance_rewardusage_limit_update AFTER UPDATE ON catalogue_rewardconstraint
+    REFERENCING OLD TABLE AS old_constraints NEW TABLE AS new_constraints
+    FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_limit_update();
 """,
-    # The lines already written (no writer may add any meanwhile: SHARE lets readers through).
-    "LOCK TABLE issuance_issuanceline IN SHARE MODE;",
-    f"INSERT INTO issuance_rewardusage (reward_id, hour, units, value) "
-    f"SELECT * FROM ({_sums('SELECT 1 AS sign, * FROM issuance_issuanceline')}) AS sums "
-    f"WHERE units <> 0 OR value <> 0;",
+    _recompute("SELECT reward_id FROM catalogue_rewardconstraint WHERE level = 'REWARD' AND reward_id IS NOT NULL"),
 ])
 
 DROP = """
 DROP TRIGGER IF EXISTS issuance_rewardusage_insert ON issuance_issuanceline;
 DROP TRIGGER IF EXISTS issuance_rewardusage_update ON issuance_issuanceline;
 DROP TRIGGER IF EXISTS issuance_rewardusage_delete ON issuance_issuanceline;
+DROP TRIGGER IF EXISTS issuance_rewardusage_limit_insert ON catalogue_rewardconstraint;
+DROP TRIGGER IF EXISTS issuance_rewardusage_limit_update ON catalogue_rewardconstraint;
 DROP FUNCTION IF EXISTS issuance_rewardusage_insert();
 DROP FUNCTION IF EXISTS issuance_rewardusage_update();
 DROP FUNCTION IF EXISTS issuance_rewardusage_delete();
+DROP FUNCTION IF EXISTS issuance_rewardusage_limit_insert();
+DROP FUNCTION IF EXISTS issuance_rewardusage_limit_update();
 """
 
 
