@@ -18,7 +18,8 @@ costs a write.
    ``issuance.limits.limit_states`` calls of the two limits (what the engine runs under the
    reward's lock before issuing it).
 4. The write side: ``-n`` single-line INSERT transactions with the triggers on and off
-   (``ALTER TABLE … DISABLE TRIGGER``), alternating rounds.
+   (``ALTER TABLE … DISABLE TRIGGER``), 2 × ``--rounds`` alternating rounds, of the limited reward (whose sums
+   the triggers keep) and of a reward without a REWARD-level limit (the triggers only look).
 
 Prints a markdown table of medians and the ratios lines / sums.
 """
@@ -142,18 +143,23 @@ def main() -> None:
             rows.append((lines, name, sums, of_lines))
         print(f"{lines:,} lines: consumed {found[('consumed', True)]}", flush=True)
 
-    def insert_one():
-        with transaction.atomic(), connection.cursor() as cursor:
-            add_lines(cursor, reward, 1, args.customers)
+    other = cm.Reward.objects.exclude(pk=reward.pk).exclude(constraints__level=ConstraintLevel.REWARD).first()
 
-    writes = {}
-    for round_ in range(args.rounds):
+    def insert_one(of):
+        def insert():
+            with transaction.atomic(), connection.cursor() as cursor:
+                add_lines(cursor, of, 1, args.customers)
+        return insert
+
+    writes = {}  # (the limited reward's sums disagree with its lines afterwards: a throwaway database)
+    for round_ in range(2 * args.rounds):
         for on in ((True, False) if round_ % 2 == 0 else (False, True)):
             with connection.cursor() as cursor:
                 for trigger in TRIGGERS:
                     cursor.execute(f"ALTER TABLE issuance_issuanceline {'ENABLE' if on else 'DISABLE'} TRIGGER {trigger}")
-            insert_one()
-            writes.setdefault(on, []).append(per_call(insert_one, args.n)[0])
+            for name, of in (("limited", reward), ("unlimited", other)):
+                insert_one(of)()
+                writes.setdefault((name, on), []).append(per_call(insert_one(of), args.n)[0])
     with connection.cursor() as cursor:
         for trigger in TRIGGERS:
             cursor.execute(f"ALTER TABLE issuance_issuanceline ENABLE TRIGGER {trigger}")
@@ -164,9 +170,12 @@ def main() -> None:
     for lines, name, sums, of_lines in rows:
         print(f"| {lines:,} | {name} | {sums[0]:.2f} | {sums[1]:.2f} | {of_lines[0]:.2f} | {of_lines[1]:.2f} "
               f"| {of_lines[0] / sums[0]:.1f} |")
-    on, off = statistics.median(writes[True]), statistics.median(writes[False])
-    print(f"\none-line INSERT transaction, wall ms: triggers on {on:.3f}, off {off:.3f} (on / off {on / off:.2f}; "
-          f"rounds {', '.join(f'{v:.3f}' for v in writes[True])} / {', '.join(f'{v:.3f}' for v in writes[False])})")
+    for name in ("limited", "unlimited"):
+        on, off = statistics.median(writes[(name, True)]), statistics.median(writes[(name, False)])
+        print(f"one-line INSERT transaction of a reward {'with' if name == 'limited' else 'without'} a REWARD-level "
+              f"limit, wall ms: triggers on {on:.3f}, off {off:.3f} (on / off {on / off:.2f}; rounds "
+              f"{', '.join(f'{v:.3f}' for v in writes[(name, True)])} / "
+              f"{', '.join(f'{v:.3f}' for v in writes[(name, False)])})")
 
 
 if __name__ == "__main__":
