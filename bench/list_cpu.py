@@ -39,23 +39,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile n list calls instead (index on)")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        sys.exit("DATABASE_URL must name a throwaway PostgreSQL database (scripts/pg_test_cluster.sh with …)")
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.test import Client
-
     from bench import list_rewards
+
+    client = list_rewards.in_process_client(args.rewards)
+    from django.conf import settings
+
     from bench.http_bench import list_path
 
-    call_command("migrate", verbosity=0)
-    list_rewards.REWARDS = list_rewards.CUSTOMERS = args.rewards
-    list_rewards.load()
-    client = Client(HTTP_AUTHORIZATION=list_rewards.auth_header())
     rng = random.Random(1)
     calls = {
         "ping": lambda: client.get("/bench/ping"),

@@ -209,8 +209,9 @@ def load(seed: int = 7) -> dict:
     copy_rows(cm.ProgramMembership, ["customer", "program", "tier"],
               ((c, program.pk, rng.choice(tiers).pk) for c in customers if rng.random() < 0.5))
 
-    # Issue history: 20,000 customers with an account, one issue call and two lines each.
-    history = range(1, 20_001)
+    # Issue history: 20,000 customers (all of a smaller load) with an account, one issue call and
+    # two lines each.
+    history = range(1, min(20_000, CUSTOMERS) + 1)
     copy_rows(im.PointsAccount, ["id", "org", "customer", "opening_balance", "balance", "held", "updated_at"],
               ((c, org.pk, c, Decimal(10000), Decimal(10000), Decimal(0), now) for c in history))
     copy_rows(im.Issuance, ["id", "org", "till", "brand", "customer", "account", "group_loyalty_redemption", "actor",
@@ -328,6 +329,25 @@ def percentile(values, q):
     """Nearest-rank percentile."""
     values = sorted(values)
     return values[min(len(values), max(1, math.ceil(q / 100 * len(values)))) - 1]
+
+
+def in_process_client(size: int):
+    """For the in-process benches (bench/list_cpu.py, bench/reward_limit_history.py): refuse any
+    DATABASE_URL but PostgreSQL's, set Django up, migrate, load the catalogue at ``size``
+    rewards and customers, and return a test client signed in as the bench till (HTTP Basic)."""
+    global REWARDS, CUSTOMERS
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        sys.exit("DATABASE_URL must name a throwaway PostgreSQL database (scripts/pg_test_cluster.sh with …)")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.test import Client
+
+    call_command("migrate", verbosity=0)
+    REWARDS = CUSTOMERS = size
+    load()
+    return Client(HTTP_AUTHORIZATION=auth_header())
 
 
 def auth_header() -> str:

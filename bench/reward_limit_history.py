@@ -77,28 +77,18 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200, help="calls per measure and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        sys.exit("DATABASE_URL must name a throwaway PostgreSQL database (scripts/pg_test_cluster.sh with …)")
+    from bench import list_rewards
 
-    import django
-
-    django.setup()
+    client = list_rewards.in_process_client(args.customers)
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection, transaction
-    from django.test import Client
     from django.utils import timezone
 
-    from bench import list_rewards
     from bench.http_bench import list_path
     from catalogue import models as cm
     from catalogue.choices import ConstraintKpi, ConstraintLevel, Frequency
     from issuance import limits
 
-    call_command("migrate", verbosity=0)
-    list_rewards.REWARDS = list_rewards.CUSTOMERS = args.customers
-    list_rewards.load()
-    client = Client(HTTP_AUTHORIZATION=list_rewards.auth_header())
     reward = cm.Reward.objects.get(pk=client.get(list_path(1)).json()["rewardList"][0]["id"])
     cm.RewardConstraint.objects.filter(reward=reward).delete()
     constraints = [
