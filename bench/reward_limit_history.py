@@ -17,7 +17,9 @@ costs a write.
    random customers through Django's test client (wall and process CPU per call) and ``-n``
    ``issuance.limits.limit_states`` calls of the two limits (what the engine runs under the
    reward's lock before issuing it).
-4. The write side: ``-n`` single-line INSERT transactions with the triggers on and off
+4. What setting a REWARD-level limit on that history costs (its trigger recomputes the sums
+   while holding the writers of lines): the first limit turned to CUSTOMER level and back, 3 times.
+5. The write side: ``-n`` single-line INSERT transactions with the triggers on and off
    (``ALTER TABLE … DISABLE TRIGGER``), 2 × ``--rounds`` alternating rounds, of the limited reward (whose sums
    the triggers keep) and of a reward without a REWARD-level limit (the triggers only look).
 
@@ -133,6 +135,15 @@ def main() -> None:
             rows.append((lines, name, sums, of_lines))
         print(f"{lines:,} lines: consumed {found[('consumed', True)]}", flush=True)
 
+    # What a new REWARD-level limit costs on this history: its trigger recomputes the reward's
+    # sums with the writers of lines held (SHARE lock); timed as the limit turned to REWARD level.
+    recompute = []
+    for _ in range(3):
+        cm.RewardConstraint.objects.filter(pk=constraints[0].pk).update(level=ConstraintLevel.CUSTOMER)
+        started = time.perf_counter()
+        cm.RewardConstraint.objects.filter(pk=constraints[0].pk).update(level=ConstraintLevel.REWARD)
+        recompute.append((time.perf_counter() - started) * 1000)
+
     other = cm.Reward.objects.exclude(pk=reward.pk).exclude(constraints__level=ConstraintLevel.REWARD).first()
 
     def insert_one(of):
@@ -160,6 +171,8 @@ def main() -> None:
     for lines, name, sums, of_lines in rows:
         print(f"| {lines:,} | {name} | {sums[0]:.2f} | {sums[1]:.2f} | {of_lines[0]:.2f} | {of_lines[1]:.2f} "
               f"| {of_lines[0] / sums[0]:.1f} |")
+    print(f"\na REWARD-level limit set on the reward with its {had:,} lines (the sums recomputed, writers of "
+          f"lines held): {', '.join(f'{v:.0f}' for v in recompute)} ms")
     for name in ("limited", "unlimited"):
         on, off = statistics.median(writes[(name, True)]), statistics.median(writes[(name, False)])
         print(f"one-line INSERT transaction of a reward {'with' if name == 'limited' else 'without'} a REWARD-level "
