@@ -483,8 +483,12 @@ def prepare(base: str, names: list[str], log_dir: Path, reuse: bool) -> dict[str
 
     saved = ROOT / "var" / "bench" / f"facts-{urllib.parse.urlsplit(base).port}.json"
     if reuse and saved.exists():
-        print(f"reusing the databases loaded earlier ({saved})", flush=True)
+        print(f"reusing the databases loaded earlier ({saved}), migrated to this code", flush=True)
         facts = json.loads(saved.read_text())
+        for key in names:  # the code may have new migrations since they were loaded
+            if key != "100k-drained":
+                subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=True,
+                               env={**os.environ, "DATABASE_URL": db_url(base, DATABASES[key][0])})
         if "100k-drained" in names:  # every run takes codes: drained anew to exactly 90 % used
             make_drained(base, facts)
         return facts
@@ -535,7 +539,7 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (pgbench clients: --workers)")
     parser.add_argument("--quick", action="store_true", help="100k only, 2 rounds of 3 s (a smoke run)")
-    parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run on this cluster")
+    parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run on this cluster (migrated to this code)")
     parser.add_argument("--profile", action="store_true",
                         help="also py-spy the issue call (var/bench/issue-profile.txt)")
     parser.add_argument("--ab", metavar="NAME=VALUE",
