@@ -132,7 +132,8 @@ def test_a_reward_limit_read_through_the_sums_counts_what_its_lines_count(org, b
 @pytest.mark.django_db
 def test_a_reward_gets_its_sums_from_its_history_when_it_gets_a_reward_level_limit(org, brand, customer):
     """Created, or changed to REWARD level: the sums are computed from the lines already there.
-    A reward whose last REWARD-level limit goes keeps no sums until it gets one again."""
+    A reward whose last REWARD-level limit goes (deleted, changed to another level or reward)
+    loses its sums, and keeps none until it gets one again."""
     reward = f.RewardFactory(brand=brand)
     now = timezone.now()
     for hours in (0, 3, 30):
@@ -142,16 +143,22 @@ def test_a_reward_gets_its_sums_from_its_history_when_it_gets_a_reward_level_lim
     assert sums_kept() == sums_of_lines() != {}
     assert sum(units for units, _value in sums_kept().values()) == 6
 
-    limit.delete()
+    limit.delete()  # its sums go with it: nothing left to go stale
+    assert not RewardUsage.objects.filter(reward=reward).exists()
     line(reward, customer, quantity=1)  # not summed: no REWARD-level limit
-    assert sum(units for units, _value in sums_kept().values()) == 6
     per_customer = cm.RewardConstraint.objects.create(org=org, reward=reward, level=ConstraintLevel.CUSTOMER,
                                                       limit_value=10, frequency=Frequency.NO_LIMIT)
-    assert sum(units for units, _value in sums_kept().values()) == 6
+    assert not RewardUsage.objects.filter(reward=reward).exists()
     cm.RewardConstraint.objects.filter(pk=per_customer.pk).update(level=ConstraintLevel.REWARD)
     assert sums_kept() == sums_of_lines()
     assert sum(units for units, _value in sums_kept().values()) == 7
     assert [s.consumed for s in limits.limit_states([per_customer], customer_id=customer.pk, org=org, now=now)] == [7]
+    twin = _limit(reward, frequency=Frequency.DAYS)  # a second one: the sums stay while one is left
+    cm.RewardConstraint.objects.filter(pk=per_customer.pk).update(level=ConstraintLevel.CUSTOMER)
+    assert sum(units for units, _value in sums_kept().values()) == 7
+    cm.RewardConstraint.objects.filter(pk=twin.pk).update(reward=f.RewardFactory(brand=brand))
+    assert not RewardUsage.objects.filter(reward=reward).exists()
+    assert limits.usage_disagreements() == []
 
 
 @pytest.mark.django_db

@@ -15,7 +15,8 @@ reward), a trigger on ``catalogue_rewardconstraint`` recomputes its sums from it
 have written lines of it without sums (their triggers ran before the limit was committed) and
 holds new writers until the limit commits; their triggers then see it (READ COMMITTED: each
 statement of the trigger function reads with a fresh snapshot). A reward whose last
-REWARD-level limit is deleted keeps stale sums, unread, until it gets one again.
+REWARD-level limit is deleted (or changed to another level or reward) loses its sums, under the
+same lock, so none is ever left behind to go stale.
 
 Lines already there: the sums of the rewards with a REWARD-level limit, computed once here.
 SQLite: the table stays empty and the limits read the lines (issuance.limits)."""
@@ -65,6 +66,12 @@ OLD_ROWS = "SELECT -1 AS sign, * FROM old_lines"
 NEWLY_LIMITED = ("SELECT n.reward_id FROM new_constraints AS n WHERE n.level = 'REWARD' AND n.reward_id IS NOT NULL "
                  "AND NOT EXISTS (SELECT 1 FROM old_constraints AS o WHERE o.id = n.id AND o.level = 'REWARD' "
                  "AND o.reward_id = n.reward_id)")
+NO_LONGER_LIMITED = ("SELECT o.reward_id FROM old_constraints AS o WHERE o.level = 'REWARD' AND o.reward_id IS NOT NULL "
+                     "AND NOT EXISTS (SELECT 1 FROM catalogue_rewardconstraint AS c "
+                     "WHERE c.reward_id = o.reward_id AND c.level = 'REWARD')")
+FORGET = f"""
+        LOCK TABLE issuance_issuanceline IN SHARE MODE;
+        DELETE FROM issuance_rewardusage WHERE reward_id IN ({NO_LONGER_LIMITED});"""
 CREATE = "\n".join([
     _function("issuance_rewardusage_insert", NEW_ROWS),
     _function("issuance_rewardusage_update", f"{NEW_ROWS} UNION ALL {OLD_ROWS}"),
@@ -83,6 +90,15 @@ BEGIN
     IF EXISTS ({NEWLY_LIMITED}) THEN
         {_recompute(NEWLY_LIMITED)}
     END IF;
+    IF EXISTS ({NO_LONGER_LIMITED}) THEN{FORGET}
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION issuance_rewardusage_limit_delete() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS ({NO_LONGER_LIMITED}) THEN{FORGET}
+    END IF;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;""",
@@ -100,6 +116,8 @@ CREATE TRIGGER issuance_rewardusage_limit_insert AFTER INSERT ON catalogue_rewar
 CREATE TRIGGER issuance_rewardusage_limit_update AFTER UPDATE ON catalogue_rewardconstraint
     REFERENCING OLD TABLE AS old_constraints NEW TABLE AS new_constraints
     FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_limit_update();
+CREATE TRIGGER issuance_rewardusage_limit_delete AFTER DELETE ON catalogue_rewardconstraint
+    REFERENCING OLD TABLE AS old_constraints FOR EACH STATEMENT EXECUTE FUNCTION issuance_rewardusage_limit_delete();
 """,
     _recompute("SELECT reward_id FROM catalogue_rewardconstraint WHERE level = 'REWARD' AND reward_id IS NOT NULL"),
 ])
@@ -110,11 +128,13 @@ DROP TRIGGER IF EXISTS issuance_rewardusage_update ON issuance_issuanceline;
 DROP TRIGGER IF EXISTS issuance_rewardusage_delete ON issuance_issuanceline;
 DROP TRIGGER IF EXISTS issuance_rewardusage_limit_insert ON catalogue_rewardconstraint;
 DROP TRIGGER IF EXISTS issuance_rewardusage_limit_update ON catalogue_rewardconstraint;
+DROP TRIGGER IF EXISTS issuance_rewardusage_limit_delete ON catalogue_rewardconstraint;
 DROP FUNCTION IF EXISTS issuance_rewardusage_insert();
 DROP FUNCTION IF EXISTS issuance_rewardusage_update();
 DROP FUNCTION IF EXISTS issuance_rewardusage_delete();
 DROP FUNCTION IF EXISTS issuance_rewardusage_limit_insert();
 DROP FUNCTION IF EXISTS issuance_rewardusage_limit_update();
+DROP FUNCTION IF EXISTS issuance_rewardusage_limit_delete();
 """
 
 
