@@ -114,6 +114,10 @@ sweep() {
         if [ -n "$state_file" ] && [ -f "$state_file" ] && grep -qxF "PG_TEST_DIR=$dir" "$state_file"; then
             continue
         fi
+        # A cluster another `start` is still creating: its state file is written once it is up.
+        if [ -n "$state_file" ] && [ ! -f "$state_file" ] && [ -n "$(find "$dir" -maxdepth 0 -mmin -5 2>/dev/null)" ]; then
+            continue
+        fi
         log "removing orphaned test cluster $dir"
         destroy_cluster "$dir"
     done
