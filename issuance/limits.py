@@ -295,13 +295,8 @@ def _consumption_sql(shape: tuple[tuple[str, bool, bool], ...], usage: bool = Fa
     constraints' sums from RewardUsage (``_usage_sum_sql``), their ``_usage_values`` first, in
     order; the line values are then the other constraints' only."""
     of_lines = [part for part in shape if not (usage and part[0] == ConstraintLevel.REWARD)]
-    sums = [f"COALESCE(SUM(CASE WHEN {_line_condition(level, windowed)} THEN {_contribution_sql(quantity)} END), 0)"
-            for level, quantity, windowed in of_lines]
-    scope = " OR ".join(_line_condition(level, windowed) for level, _quantity, windowed in of_lines)
-    lines = (f"SELECT {', '.join(sums)} FROM {quoted(IssuanceLine._meta.db_table)} "
-             f"WHERE {_column('status')} IN ({placeholders(len(_COUNTED))}) AND ({scope})")
     if len(of_lines) == len(shape):
-        return lines
+        return _lines_sums_sql(of_lines)
     columns, n = [], 0
     for level, quantity, windowed in shape:
         if level == ConstraintLevel.REWARD:
@@ -309,8 +304,17 @@ def _consumption_sql(shape: tuple[tuple[str, bool, bool], ...], usage: bool = Fa
         else:
             columns.append(f"l.s{n}")
             n += 1
-    from_lines = f" FROM ({lines}) AS l({', '.join(f's{i}' for i in range(n))})" if of_lines else ""
+    from_lines = f" FROM ({_lines_sums_sql(of_lines)}) AS l({', '.join(f's{i}' for i in range(n))})" if n else ""
     return f"SELECT {', '.join(columns)}{from_lines}"
+
+
+def _lines_sums_sql(shape) -> str:
+    """One sum per part of ``shape``, over the counted lines any part counts (one scan)."""
+    sums = [f"COALESCE(SUM(CASE WHEN {_line_condition(level, windowed)} THEN {_contribution_sql(quantity)} END), 0)"
+            for level, quantity, windowed in shape]
+    scope = " OR ".join(_line_condition(level, windowed) for level, _quantity, windowed in shape)
+    return (f"SELECT {', '.join(sums)} FROM {quoted(IssuanceLine._meta.db_table)} "
+            f"WHERE {_column('status')} IN ({placeholders(len(_COUNTED))}) AND ({scope})")
 
 
 def reads_usage(using: str = DEFAULT_DB_ALIAS) -> bool:
@@ -331,7 +335,7 @@ def _usage_sum_sql(quantity: bool, windowed: bool) -> str:
         return sums + ")"
     hour = quoted(usage.get_field("hour").column)
     partial = (f"(SELECT COALESCE(SUM({_contribution_sql(quantity)}), 0) FROM {quoted(IssuanceLine._meta.db_table)} "
-               f"WHERE {_column('reward')} = %s AND {_column('created_at')} >= %s AND {_column('created_at')} < %s "
+               f"WHERE {_line_condition(ConstraintLevel.REWARD, True)} AND {_column('created_at')} < %s "
                f"AND {_column('status')} IN ({placeholders(len(_COUNTED))}))")
     return f"({sums} AND {hour} >= %s) + {partial})"
 
