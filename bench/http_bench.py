@@ -1,6 +1,7 @@
 """Throughput and latency of the issue and list APIs under gunicorn, with same-run baselines.
 
     bench/run.sh [--rounds 3] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile] [--ab NAME=VALUE]
+                 [--worker-class gthread|sync]
 
 (``bench/run.sh`` installs wrk if absent and runs this under ``scripts/pg_test_cluster.sh with``;
 this file needs DATABASE_URL to name a throwaway PostgreSQL cluster.) docs/performance.md
@@ -14,7 +15,8 @@ explains the method and keeps the figures.
    SEQSCAN_AS_IN_PRODUCTION). Every database has a points account per customer, one
    single-issue coupon reward on a pool of 1,000,000 codes, ten bulk coupon rewards sharing a
    second pool of 1,000,000 codes, a till login (HTTP Basic) and an OAuth2 API client.
-2. One gunicorn per database (gthread workers, loopback, BENCH_VIEWS=1, DEBUG off).
+2. One gunicorn per database (gthread workers of 1 thread with keep-alive, or ``--worker-class
+   sync``: a connection per request; loopback, BENCH_VIEWS=1, DEBUG off).
 3. Load from wrk (a separate C process; Lua scripts in bench/wrk/ build the bodies and count
    statuses) in alternating short rounds: every scenario of every database once per round,
    what a ratio compares side by side (``RUN_ORDER``), the order rotated each round and
@@ -26,7 +28,7 @@ explains the method and keeps the figures.
 Scenarios: ping (baseline 1: authenticated trivial JSON view), bare (baseline 2: the issue's
 bare SQL through Django, benchsupport), pgbench (baseline 3: that SQL straight from pgbench),
 issue (single coupon issue), bulk (10 coupon rewards in one call), list (the list API, a
-filtered 20-item page). Issue and bulk calls carry a fresh requestId per reward, as clients do.
+filtered 20-item page); on the 100k database also ping, issue, bulk and list with OAuth2 (``-oauth``). Issue and bulk calls carry a fresh requestId per reward, as clients do.
 """
 
 import argparse
@@ -69,14 +71,16 @@ DATABASES = {
 # Which scenarios run on which database: everything on the main one, what the scale and drain
 # comparisons need on the others.
 PLAN = {
-    "100k": ["ping", "issue", "bare", "bulk", "pgbench", "list", "ping-oauth", "issue-oauth", "list-oauth"],
+    "100k": ["ping", "issue", "bare", "bulk", "pgbench", "list", "ping-oauth", "issue-oauth", "bulk-oauth",
+             "list-oauth"],
     "10k": ["ping", "issue", "bare", "bulk", "pgbench", "list"],
     "100k-drained": ["ping", "issue", "bare", "bulk", "pgbench"],
 }
 # The order of a round (then rotated round by round): groups of what is compared, each database's
 # scenarios of a group together, then the next database's.
 RUN_ORDER = {"ping": (0, 0), "list": (0, 1), "ping-oauth": (0, 2), "list-oauth": (0, 3),
-             "issue": (1, 0), "bare": (1, 1), "issue-oauth": (1, 2), "bulk": (2, 0), "pgbench": (2, 1)}
+             "issue": (1, 0), "bare": (1, 1), "issue-oauth": (1, 2), "bulk": (2, 0), "bulk-oauth": (2, 1),
+             "pgbench": (2, 2)}
 AB_KEY = "100k-ab"  # --ab: the 100k database again, through a server with one setting changed
 DATABASES[AB_KEY] = DATABASES["100k"]
 WRK_LUA = ROOT / "bench" / "wrk" / "api.lua"
@@ -248,6 +252,8 @@ def count_queries(facts: dict) -> dict:
         "ping-oauth": lambda: client.get("/bench/ping", **bearer),
         "issue-oauth": lambda: client.post(single_path(facts), issue_body(7, f"q-{random.random()}"),
                                            content_type="application/json", **bearer),
+        "bulk-oauth": lambda: client.post(BULK_PATH, bulk_body(facts, 7, f"q-{random.random()}"),
+                                          content_type="application/json", **bearer),
         "list-oauth": lambda: client.get(list_path(7), **bearer),
     }
     counts = {}
@@ -359,7 +365,8 @@ def wait_port(port: int, timeout: float = 60) -> None:
 class Server:
     """gunicorn on one bench database."""
 
-    def __init__(self, url: str, workers: int, log_dir: Path, extra_env: dict | None = None):
+    def __init__(self, url: str, workers: int, log_dir: Path, extra_env: dict | None = None,
+                 worker_class: str = "gthread"):
         self.port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "BENCH_VIEWS": "1", "DEBUG": "false",
                "DJANGO_SETTINGS_MODULE": "rewards_site.settings.base", "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -368,7 +375,7 @@ class Server:
         self.log = open(log_dir / f"gunicorn-{self.port}.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "rewards_site.wsgi:application",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--worker-class", "gthread",
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--worker-class", worker_class,
              "--threads", "1", "--keep-alive", "60", "--backlog", "512", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
@@ -525,6 +532,15 @@ def prepare(base: str, names: list[str], log_dir: Path, reuse: bool) -> dict[str
     return facts
 
 
+class Ratio(float):
+    """A median of per-round ratios that keeps the rounds' own values (their spread is the noise)."""
+
+    def __new__(cls, value: float, rounds: list[float]):
+        ratio = super().__new__(cls, value)
+        ratio.rounds = rounds
+        return ratio
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -537,6 +553,8 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one measured run")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
+    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread",
+                        help="gunicorn's worker class (gthread: 1 thread, keep-alive; sync: a connection per request)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (pgbench clients: --workers)")
     parser.add_argument("--quick", action="store_true", help="100k only, 2 rounds of 3 s (a smoke run)")
     parser.add_argument("--reuse", action="store_true", help="keep the databases of the last run on this cluster (migrated to this code)")
@@ -584,7 +602,8 @@ def main() -> None:  # noqa: C901, PLR0915
     try:
         for key in plan:
             url = db_url(base, DATABASES[key][0])
-            servers[key] = Server(url, args.workers, log_dir, ab_env if key == AB_KEY else None)
+            servers[key] = Server(url, args.workers, log_dir, ab_env if key == AB_KEY else None,
+                                  worker_class=args.worker_class)
             tokens[key] = oauth_token(servers[key].port, facts[key])
             script = log_dir / f"bare-{key}.sql"
             from benchsupport.bare_issue import pgbench_script
@@ -680,12 +699,12 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
                 values.append(fn(i))
             except (KeyError, IndexError, ZeroDivisionError, TypeError):
                 pass
-        return median(values)
+        return Ratio(median(values), values) if values else None
 
     def rps(key, scenario, i):
         return results[(key, scenario)][i]["rps"]
 
-    print(f"\n## Results: medians of {args.rounds} rounds × {args.seconds:g} s; gunicorn {args.workers} gthread "
+    print(f"\n## Results: medians of {args.rounds} rounds × {args.seconds:g} s; gunicorn {args.workers} {args.worker_class} "
           f"workers, wrk {args.connections} connections, pgbench {args.workers} clients; load average during the "
           f"rounds {', '.join(loads)} on {os.cpu_count()} cores\n")
     print("| database | scenario | req/s | p50 ms | p95 ms | p99 ms | app CPU ms/call | DB CPU ms/call | non-2xx |")
@@ -716,6 +735,9 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
             lambda i: rps(main_, "issue", i) / rps(main_, "issue-oauth", i)),
         "issue CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "issue-oauth") / cpu(main_, i, "issue")),
         "ping CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "ping-oauth") / cpu(main_, i, "ping")),
+        "bulk Basic / OAuth2 (target 0.90-1.10)": per_round(
+            lambda i: rps(main_, "bulk", i) / rps(main_, "bulk-oauth", i)),
+        "bulk CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "bulk-oauth") / cpu(main_, i, "bulk")),
         "list Basic / OAuth2 (target 0.90-1.10)": per_round(
             lambda i: rps(main_, "list", i) / rps(main_, "list-oauth", i)),
         "list CPU/call OAuth2 / Basic": per_round(lambda i: cpu(main_, i, "list-oauth") / cpu(main_, i, "list")),
@@ -748,9 +770,11 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
         ratios[f"issue / bare with {ab}"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(AB_KEY, "bare", i))
     ratios["list p95 ms (target < 100)"] = med(main_, "list", "p95") / 1000
     print("\n## Ratios (median of the per-round ratios)\n")
-    print("| ratio | value |\n|---|---|")
+    print("| ratio | value | by round (lowest–highest) |\n|---|---|---|")
     for name, value in ratios.items():
-        print(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} |")
+        rounds = getattr(value, "rounds", None)
+        spread = f"{min(rounds):.2f}–{max(rounds):.2f}" if rounds else ""
+        print(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} | {spread} |")
     issue_cpu = (med(main_, "issue", "app_cpu_ms") or 0) + med(main_, "issue", "db_cpu_ms")
     print(f"\nper core (100k): single issue {1000 / issue_cpu:.0f} calls per CPU-second (app + DB); "
           f"app alone {1000 / med(main_, 'issue', 'app_cpu_ms'):.0f}/s, DB alone "
@@ -759,7 +783,9 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
     out = ROOT / "var" / "bench" / f"{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "loads": loads, "queries": queries, "rss": rss,
-                               "ratios": ratios, "results": {f"{k}/{s}": v for (k, s), v in results.items()},
+                               "ratios": ratios,
+                               "ratio_rounds": {n: getattr(v, "rounds", None) for n, v in ratios.items()},
+                               "results": {f"{k}/{s}": v for (k, s), v in results.items()},
                                "facts": {k: {n: v for n, v in f.items() if n != "client_secret"}
                                          for k, f in facts.items()}}, indent=1))
     print(f"\nraw results: {out}")
