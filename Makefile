@@ -52,6 +52,9 @@ run: $(DEPS_STAMP)
 test: $(DEPS_STAMP)
 	@# Browser tests (tests/browser) drive Debian's chromium; installed once, when missing.
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || echo "warning: chromium not installed: browser tests will be skipped" >&2
+	@# tests/test_pgbouncer.py runs the app behind Debian's PgBouncer (installed once, when missing;
+	@# the package's own service is not started: policy-rc.d or no init in containers).
+	test -x /usr/sbin/pgbouncer || command -v pgbouncer >/dev/null || (apt-get update && apt-get install -y pgbouncer) || echo "warning: pgbouncer not installed: its tests will be skipped" >&2
 ifeq ($(filter-out 0 1,$(PYTEST_WORKERS))$(PYTEST_ARGS),$(PYTEST_WORKERS))
 	@# The whole suite in PYTEST_WORKERS processes, then the schemathesis fuzz module in one:
 	@# its cases share one node id per test, which pytest-xdist runs only once.

@@ -35,7 +35,7 @@ def replica_database(url: str, default: dict) -> dict:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("DATABASE_REPLICA_URL must use the same database engine as DATABASE_URL")
-    for knob in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
+    for knob in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "DISABLE_SERVER_SIDE_CURSORS"):
         if knob in default:
             db[knob] = default[knob]
     db["TEST"] = {"MIRROR": "default"}

@@ -160,10 +160,11 @@ def free_port() -> int:
 class AppServers:
     """``count`` gunicorn processes (gthread workers) on the database at ``database_url``."""
 
-    def __init__(self, database_url: str, count: int = 2, workers: int = 2, threads: int = 4):
+    def __init__(self, database_url: str, count: int = 2, workers: int = 2, threads: int = 4,
+                 extra_env: dict | None = None):
         self.ports = [free_port() for _ in range(count)]
         env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test",
-               "ALLOWED_HOSTS": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+               "ALLOWED_HOSTS": "127.0.0.1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         # A file, not a pipe: nobody reads a pipe while the servers run, and a full pipe would
         # block every worker thread in its next log call.

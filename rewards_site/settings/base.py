@@ -102,6 +102,13 @@ TEMPLATES = [
 ]
 
 
+# DATABASE_URL names a PgBouncer in transaction pooling mode (docs/scaling.md): no server-side
+# cursors, and by default no prepared statements (PgBouncer before 1.21 cannot track them; set
+# DATABASE_PREPARED_STATEMENTS=true behind 1.21+ with max_prepared_statements) and no jit startup
+# option (PgBouncer refuses startup options; set jit = off for the app's role instead).
+TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
+
+
 def _database_from_env() -> dict:
     default_sqlite = f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
     db = env.db_url("DATABASE_URL", default=default_sqlite)
@@ -121,7 +128,12 @@ def _database_from_env() -> dict:
         db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         db["CONN_HEALTH_CHECKS"] = True
         _postgresql_options(db)
-        if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        if TRANSACTION_POOLING:
+            # Behind PgBouncer in transaction mode a server session serves many clients, one
+            # transaction at a time: a cursor held open across transactions (QuerySet.iterator)
+            # would be another client's. docs/scaling.md, "Connection pooling".
+            db["DISABLE_SERVER_SIDE_CURSORS"] = True
+        if env.bool("DATABASE_PREPARED_STATEMENTS", default=not TRANSACTION_POOLING):
             # The hot path's statements (issuance.rawsql.cursor) are prepared once per
             # connection; Django's own cursors never prepare whatever this says.
             db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
@@ -135,7 +147,8 @@ def _postgresql_options(db: dict) -> None:
     compilation per call (docs/performance.md, "List API"). PgBouncer does not pass startup
     options through: there, set ``DATABASE_JIT_OFF_OPTION=false`` and
     ``ALTER ROLE <app role> SET jit = off`` instead (docs/scaling.md)."""
-    if db.get("ENGINE") != "django.db.backends.postgresql" or not env.bool("DATABASE_JIT_OFF_OPTION", default=True):
+    jit_option = env.bool("DATABASE_JIT_OFF_OPTION", default=not TRANSACTION_POOLING)
+    if db.get("ENGINE") != "django.db.backends.postgresql" or not jit_option:
         return
     options = db.setdefault("OPTIONS", {})
     given = options.get("options", "")
