@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,6 +44,7 @@ from tests.test_stress import (
     POSTGRES_ONLY,
     SINGLE,
     AppServers,
+    Call,
     answered_ids,
     build_world,
     drive,
@@ -84,14 +86,17 @@ class PgBouncer:
             "reserve_pool_size = 0\nmax_client_conn = 500\nserver_reset_query =\n"
             f"logfile = {self.dir / 'pgbouncer.log'}\npidfile = {self.dir / 'pgbouncer.pid'}\n"
         )
-        as_owner = []
+        self.as_owner = []
         if os.geteuid() == 0:
             owner = os.environ.get("PG_TEST_OS_USER", "postgres")
             shutil.chown(self.dir, owner)
             for path in self.dir.iterdir():
                 shutil.chown(path, owner)
-            as_owner = ["runuser", "-u", owner, "--"]
-        self.process = subprocess.Popen([*as_owner, PGBOUNCER, str(self.dir / "pgbouncer.ini")], cwd="/",
+            self.as_owner = ["runuser", "-u", owner, "--"]
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([*self.as_owner, PGBOUNCER, str(self.dir / "pgbouncer.ini")], cwd="/",
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -118,13 +123,17 @@ class PgBouncer:
         path = self.dir / "pgbouncer.log"
         return path.read_text()[-3000:] if path.exists() else ""
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """SIGTERM: PgBouncer's immediate shutdown, every client and server connection dropped."""
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def stop(self) -> None:
+        self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -213,3 +222,44 @@ def test_the_switch_turns_off_what_transaction_pooling_breaks(monkeypatch):
     # PgBouncer 1.21+ tracks protocol-level prepared statements: they may be turned back on.
     monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", "true")
     assert _database_from_env()["OPTIONS"] == {"prepare_threshold": 5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pgbouncer_restart_mid_run_answers_503_recovers_and_loses_nothing(pgbouncer):
+    """PgBouncer killed (every connection dropped, transactions cut mid-way) and started again
+    on the same port while 32 clients issue: as with PostgreSQL restarted (tests/test_stress.py),
+    the app answers 503 meanwhile, recovers by itself, and a retry of each refused call
+    (same requestIds) loses nothing and issues nothing twice."""
+    world = build_world()
+    connections.close_all()
+    with AppServers(pgbouncer.url(), extra_env=POOLING) as servers:
+        started = time.monotonic()
+        outage: dict[str, float] = {}
+
+        def restart() -> None:
+            time.sleep(1.5)
+            pgbouncer.kill()
+            outage["down"] = time.monotonic()
+            time.sleep(1.5)
+            pgbouncer.start()
+            outage["up"] = time.monotonic()
+
+        restarter = threading.Thread(target=restart)
+        restarter.start()
+        calls = drive(servers.ports, world, until=started + 7)
+        restarter.join(timeout=60)
+        assert "up" in outage, "pgbouncer did not come back"
+
+        statuses = Counter(c.status for c in calls)
+        refused = [c for c in calls if c.status == 503]
+        assert set(statuses) <= EXPECTED | {503}, (statuses, servers.errors())
+        assert refused, f"no 503 while PgBouncer was down: {statuses}"
+        assert all(c.code == 503 for c in refused)
+        late = [c for c in calls if c.at > outage["up"] + 1.5]
+        assert late and all(c.status in EXPECTED for c in late), Counter(c.status for c in late)
+        assert {c.port for c in late if c.status == 200} == set(servers.ports)
+        retries = [Call(c.port, c.path, c.body, c.request_ids) for c in refused]
+        for call in retries:
+            call.status, _ = request(call.port, "POST", call.path, call.body)
+        assert all(c.status in EXPECTED for c in retries), Counter(c.status for c in retries)
+    assert world_problems(world, answered_ids(calls + retries)) == []
