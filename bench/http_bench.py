@@ -2,6 +2,7 @@
 
     bench/run.sh [--rounds 3] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile] [--ab NAME=VALUE]
                  [--worker-class gthread|sync]
+    .venv/bin/python bench/http_bench.py --pool var/bench/A.json var/bench/B.json ...   # ratios over several runs
 
 (``bench/run.sh`` installs wrk if absent and runs this under ``scripts/pg_test_cluster.sh with``;
 this file needs DATABASE_URL to name a throwaway PostgreSQL cluster.) docs/performance.md
@@ -563,7 +564,13 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--ab", metavar="NAME=VALUE",
                         help="A/B a setting: a second server on the 100k database with this environment "
                              "variable runs issue and bare in the same rounds (scenarios of '100k-ab')")
+    parser.add_argument("--pool", nargs="+", metavar="RESULTS.json",
+                        help="no run: the ratios over the rounds of these earlier runs' raw results together "
+                             "(each round pairs what it compares; a run without a scenario adds no round to its ratios)")
     args = parser.parse_args()
+    if args.pool:
+        pool_runs([Path(name) for name in args.pool])
+        return
     if args.load:
         print(json.dumps(load(args.load)), flush=True)
         return
@@ -688,13 +695,15 @@ def profile(server: Server, env: dict, connections: int) -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "profile_summary.py"), str(out), "--top", "20"])
 
 
-def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C901, PLR0912, PLR0915
+def ratios_of(plan: dict, results: dict, rounds: int, ab: str | None = None) -> dict:  # noqa: C901
+    """The ratios of ``results`` (per (database, scenario), one row per round, None for a round
+    that did not run it): each the median of its per-round values (a ``Ratio``)."""
     def med(key, scenario, field):
-        return median([r.get(field) for r in results.get((key, scenario), [])])
+        return median([r.get(field) for r in results.get((key, scenario), []) if r is not None])
 
     def per_round(fn):
         values = []
-        for i in range(args.rounds):
+        for i in range(rounds):
             try:
                 values.append(fn(i))
             except (KeyError, IndexError, ZeroDivisionError, TypeError):
@@ -703,22 +712,6 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
 
     def rps(key, scenario, i):
         return results[(key, scenario)][i]["rps"]
-
-    print(f"\n## Results: medians of {args.rounds} rounds × {args.seconds:g} s; gunicorn {args.workers} {args.worker_class} "
-          f"workers, wrk {args.connections} connections, pgbench {args.workers} clients; load average during the "
-          f"rounds {', '.join(loads)} on {os.cpu_count()} cores\n")
-    print("| database | scenario | req/s | p50 ms | p95 ms | p99 ms | app CPU ms/call | DB CPU ms/call | non-2xx |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for key, scenarios in plan.items():
-        for scenario in scenarios:
-            rows = results[(key, scenario)]
-            bad = sum(r["s4xx"] + r["s5xx"] for r in rows)
-            app = med(key, scenario, "app_cpu_ms")
-            print(f"| {key} | {scenario} | {med(key, scenario, 'rps'):.0f} | {med(key, scenario, 'p50') / 1000:.1f} | "
-                  f"{med(key, scenario, 'p95') / 1000:.1f} | {med(key, scenario, 'p99') / 1000:.1f} | "
-                  f"{'-' if app is None else f'{app:.1f}'} | {med(key, scenario, 'db_cpu_ms'):.2f} | {bad} |")
-    print(f"\nqueries per call (100k): {queries}")
-    print(f"peak RSS per gunicorn worker (MiB): {rss}")
 
     main_ = "100k"
 
@@ -764,17 +757,66 @@ def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C9
             ratios[f"{scenario} p95 drained / full (degradation; target <= 1.5)"] = per_round(
                 lambda i, s=scenario: results[("100k-drained", s)][i]["p95"] / results[(main_, s)][i]["p95"])
     if AB_KEY in plan:
-        ab = args.ab
         ratios[f"issue req/s with {ab} / without"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(main_, "issue", i))
         ratios[f"issue CPU/call with {ab} / without"] = per_round(lambda i: cpu(AB_KEY, i, "issue") / cpu(main_, i, "issue"))
         ratios[f"issue / bare with {ab}"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(AB_KEY, "bare", i))
     ratios["list p95 ms (target < 100)"] = med(main_, "list", "p95") / 1000
+    return ratios
+
+
+def print_ratios(ratios: dict) -> None:
     print("\n## Ratios (median of the per-round ratios)\n")
     print("| ratio | value | by round (lowest–highest) |\n|---|---|---|")
     for name, value in ratios.items():
         rounds = getattr(value, "rounds", None)
         spread = f"{min(rounds):.2f}–{max(rounds):.2f}" if rounds else ""
         print(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} | {spread} |")
+
+
+def pool_runs(files: list[Path]) -> None:
+    """Print the ratios over the rounds of several runs' raw results (var/bench/*.json)."""
+    runs = [json.loads(path.read_text()) for path in files]
+    plan: dict[str, list[str]] = {}
+    for run in runs:
+        for name in run["results"]:
+            key, scenario = name.split("/", 1)
+            if key != AB_KEY and scenario not in plan.setdefault(key, []):
+                plan[key].append(scenario)
+    results: dict[tuple[str, str], list] = {(k, s): [] for k, scenarios in plan.items() for s in scenarios}
+    for run in runs:
+        count = run["args"]["rounds"]
+        for (key, scenario), rows in results.items():
+            rows.extend(run["results"].get(f"{key}/{scenario}") or [None] * count)
+    rounds = sum(run["args"]["rounds"] for run in runs)
+    print(f"{len(runs)} runs, {rounds} rounds: " + ", ".join(
+        f"{path.name} ({run['args']['rounds']} × {run['args']['seconds']:g} s, "
+        f"{run['args'].get('worker_class', 'gthread')})" for path, run in zip(files, runs, strict=True)))
+    print_ratios(ratios_of(plan, results, rounds))
+
+
+def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C901, PLR0912, PLR0915
+    def med(key, scenario, field):
+        return median([r.get(field) for r in results.get((key, scenario), [])])
+
+    print(f"\n## Results: medians of {args.rounds} rounds × {args.seconds:g} s; gunicorn {args.workers} {args.worker_class} "
+          f"workers, wrk {args.connections} connections, pgbench {args.workers} clients; load average during the "
+          f"rounds {', '.join(loads)} on {os.cpu_count()} cores\n")
+    print("| database | scenario | req/s | p50 ms | p95 ms | p99 ms | app CPU ms/call | DB CPU ms/call | non-2xx |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key, scenarios in plan.items():
+        for scenario in scenarios:
+            rows = results[(key, scenario)]
+            bad = sum(r["s4xx"] + r["s5xx"] for r in rows)
+            app = med(key, scenario, "app_cpu_ms")
+            print(f"| {key} | {scenario} | {med(key, scenario, 'rps'):.0f} | {med(key, scenario, 'p50') / 1000:.1f} | "
+                  f"{med(key, scenario, 'p95') / 1000:.1f} | {med(key, scenario, 'p99') / 1000:.1f} | "
+                  f"{'-' if app is None else f'{app:.1f}'} | {med(key, scenario, 'db_cpu_ms'):.2f} | {bad} |")
+    print(f"\nqueries per call (100k): {queries}")
+    print(f"peak RSS per gunicorn worker (MiB): {rss}")
+
+    main_ = "100k"
+    ratios = ratios_of(plan, results, args.rounds, args.ab if AB_KEY in plan else None)
+    print_ratios(ratios)
     issue_cpu = (med(main_, "issue", "app_cpu_ms") or 0) + med(main_, "issue", "db_cpu_ms")
     print(f"\nper core (100k): single issue {1000 / issue_cpu:.0f} calls per CPU-second (app + DB); "
           f"app alone {1000 / med(main_, 'issue', 'app_cpu_ms'):.0f}/s, DB alone "
