@@ -1,6 +1,6 @@
 """Throughput and latency of the issue and list APIs under gunicorn, with same-run baselines.
 
-    bench/run.sh [--rounds 3] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile] [--ab NAME=VALUE]
+    bench/run.sh [--rounds 9] [--seconds 5] [--workers 4] [--connections 8] [--quick] [--profile] [--ab NAME=VALUE]
                  [--worker-class gthread|sync]
     .venv/bin/python bench/http_bench.py --pool var/bench/A.json var/bench/B.json ...   # ratios over several runs
 
@@ -551,7 +551,8 @@ def main() -> None:  # noqa: C901, PLR0915
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--queries", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="alternating rounds (medians of 3-5 rounds missed targets by noise alone)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one measured run")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
     parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread",
