@@ -145,8 +145,8 @@ def _postgresql_options(db: dict) -> None:
     an OLTP workload gains nothing from it, and the planner's estimates for the eligibility
     filter and other EXISTS-heavy queries cross the JIT thresholds and paid ~450 ms of LLVM
     compilation per call (docs/performance.md, "List API"). PgBouncer does not pass startup
-    options through: there, set ``DATABASE_JIT_OFF_OPTION=false`` and
-    ``ALTER ROLE <app role> SET jit = off`` instead (docs/scaling.md)."""
+    options through: there, ``DATABASE_TRANSACTION_POOLING=true`` (or ``DATABASE_JIT_OFF_OPTION=false``
+    alone) drops the option, and ``ALTER ROLE <app role> SET jit = off`` does its work (docs/scaling.md)."""
     jit_option = env.bool("DATABASE_JIT_OFF_OPTION", default=not TRANSACTION_POOLING)
     if db.get("ENGINE") != "django.db.backends.postgresql" or not jit_option:
         return
