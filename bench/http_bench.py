@@ -547,6 +547,11 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def median_of(results: dict, key: str, scenario: str, field: str):
+    """The median over rounds of one field of a scenario's rows (rounds that did not run it: None)."""
+    return median([r.get(field) for r in results.get((key, scenario), []) if r is not None])
+
+
 def main() -> None:  # noqa: C901, PLR0915
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
@@ -699,9 +704,6 @@ def profile(server: Server, env: dict, connections: int) -> None:
 def ratios_of(plan: dict, results: dict, rounds: int, ab: str | None = None) -> dict:  # noqa: C901
     """The ratios of ``results`` (per (database, scenario), one row per round, None for a round
     that did not run it): each the median of its per-round values (a ``Ratio``)."""
-    def med(key, scenario, field):
-        return median([r.get(field) for r in results.get((key, scenario), []) if r is not None])
-
     def per_round(fn):
         values = []
         for i in range(rounds):
@@ -761,7 +763,7 @@ def ratios_of(plan: dict, results: dict, rounds: int, ab: str | None = None) -> 
         ratios[f"issue req/s with {ab} / without"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(main_, "issue", i))
         ratios[f"issue CPU/call with {ab} / without"] = per_round(lambda i: cpu(AB_KEY, i, "issue") / cpu(main_, i, "issue"))
         ratios[f"issue / bare with {ab}"] = per_round(lambda i: rps(AB_KEY, "issue", i) / rps(AB_KEY, "bare", i))
-    ratios["list p95 ms (target < 100)"] = med(main_, "list", "p95") / 1000
+    ratios["list p95 ms (target < 100)"] = median_of(results, main_, "list", "p95") / 1000
     return ratios
 
 
@@ -797,7 +799,7 @@ def pool_runs(files: list[Path]) -> None:
 
 def report(plan, results, queries, rss, loads, args, facts) -> None:  # noqa: C901, PLR0912, PLR0915
     def med(key, scenario, field):
-        return median([r.get(field) for r in results.get((key, scenario), [])])
+        return median_of(results, key, scenario, field)
 
     print(f"\n## Results: medians of {args.rounds} rounds × {args.seconds:g} s; gunicorn {args.workers} {args.worker_class} "
           f"workers, wrk {args.connections} connections, pgbench {args.workers} clients; load average during the "

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -44,10 +43,10 @@ from tests.test_stress import (
     POSTGRES_ONLY,
     SINGLE,
     AppServers,
-    Call,
     answered_ids,
     build_world,
     drive,
+    drive_through_outage,
     request,
     free_port,
     world_problems,
@@ -233,33 +232,6 @@ def test_pgbouncer_restart_mid_run_answers_503_recovers_and_loses_nothing(pgboun
     world = build_world()
     connections.close_all()
     with AppServers(pgbouncer.url(), extra_env=POOLING) as servers:
-        started = time.monotonic()
-        outage: dict[str, float] = {}
-
-        def restart() -> None:
-            time.sleep(1.5)
-            pgbouncer.kill()
-            outage["down"] = time.monotonic()
-            time.sleep(1.5)
-            pgbouncer.start()
-            outage["up"] = time.monotonic()
-
-        restarter = threading.Thread(target=restart)
-        restarter.start()
-        calls = drive(servers.ports, world, until=started + 7)
-        restarter.join(timeout=60)
-        assert "up" in outage, "pgbouncer did not come back"
-
-        statuses = Counter(c.status for c in calls)
-        refused = [c for c in calls if c.status == 503]
-        assert set(statuses) <= EXPECTED | {503}, (statuses, servers.errors())
-        assert refused, f"no 503 while PgBouncer was down: {statuses}"
-        assert all(c.code == 503 for c in refused)
-        late = [c for c in calls if c.at > outage["up"] + 1.5]
-        assert late and all(c.status in EXPECTED for c in late), Counter(c.status for c in late)
-        assert {c.port for c in late if c.status == 200} == set(servers.ports)
-        retries = [Call(c.port, c.path, c.body, c.request_ids) for c in refused]
-        for call in retries:
-            call.status, _ = request(call.port, "POST", call.path, call.body)
-        assert all(c.status in EXPECTED for c in retries), Counter(c.status for c in retries)
+        calls, retries = drive_through_outage(servers, world, "PgBouncer", stop=pgbouncer.kill, start=pgbouncer.start,
+                                              wait=1.5, run_for=7)
     assert world_problems(world, answered_ids(calls + retries)) == []

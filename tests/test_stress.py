@@ -343,6 +343,52 @@ def test_two_app_servers_and_32_clients_keep_every_invariant():
 # ---------------------------------------------------------------- 2. PostgreSQL restarted mid-run
 
 
+def drive_through_outage(servers: AppServers, world: dict, what: str, *, stop, start, wait: float,
+                         run_for: float) -> tuple[list[Call], list[Call]]:
+    """Drive the clients for ``run_for`` s while ``what`` goes down (``stop()`` after ``wait`` s)
+    and comes back (``start()`` ``wait`` s later), and check what the clients saw: nothing but
+    the expected answers and 503 (with the status block) meanwhile, normal answers again on both
+    servers after a short grace, then a retry of every refused call (same payload and requestIds)
+    answered as expected. Returns the calls and the retries."""
+    started = time.monotonic()
+    outage: dict[str, float] = {}
+
+    def restart() -> None:
+        time.sleep(wait)
+        stop()
+        outage["down"] = time.monotonic()
+        time.sleep(wait)
+        start()
+        outage["up"] = time.monotonic()
+
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    calls = drive(servers.ports, world, until=started + run_for)
+    restarter.join(timeout=60)
+    assert "up" in outage, f"{what} did not come back"
+
+    statuses = Counter(c.status for c in calls)
+    refused = [c for c in calls if c.status == 503]
+    odd = [(c.status, c.error, round(c.at - started, 1)) for c in calls if c.status not in EXPECTED | {503}]
+    assert set(statuses) <= EXPECTED | {503}, (statuses, outage, started, odd[:8], servers.errors())
+    assert refused, f"no 503 while {what} was down: {statuses}"
+    assert all(c.code == 503 for c in refused)
+    # Recovered by itself: after a short grace, everything is answered normally again.
+    late = [c for c in calls if c.at > outage["up"] + 1.5]
+    assert late and all(c.status in EXPECTED for c in late), Counter(c.status for c in late)
+    assert {c.port for c in late if c.status == 200} == set(servers.ports)
+    # A client retries what was refused, same payload and requestId: it is issued once.
+    retries = [Call(c.port, c.path, c.body, c.request_ids) for c in refused]
+
+    def retry(call: Call) -> None:
+        call.status, _ = request(call.port, "POST", call.path, call.body)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(retry, retries))
+    assert all(c.status in EXPECTED for c in retries), Counter(c.status for c in retries)
+    return calls, retries
+
+
 class ThrowawayCluster:
     """A PostgreSQL of this test's own (scripts/pg_test_cluster.sh), which it may restart."""
 
@@ -393,42 +439,8 @@ def test_postgres_restart_mid_run_answers_503_recovers_and_loses_nothing(tmp_pat
         world = json.loads(in_django(cluster.url, "from tests.test_stress import build_world\n"
                                                   "print(json.dumps(build_world()))"))
         with AppServers(cluster.url) as servers:
-            started = time.monotonic()
-            outage: dict[str, float] = {}
-
-            def restart() -> None:
-                time.sleep(2.0)
-                cluster.stop_server()
-                outage["down"] = time.monotonic()
-                time.sleep(2.0)
-                cluster.start_server()
-                outage["up"] = time.monotonic()
-
-            restarter = threading.Thread(target=restart)
-            restarter.start()
-            calls = drive(servers.ports, world, until=started + 9)
-            restarter.join(timeout=60)
-            assert "up" in outage, "the cluster did not come back"
-
-            statuses = Counter(c.status for c in calls)
-            refused = [c for c in calls if c.status == 503]
-            odd = [(c.status, c.error, round(c.at - started, 1)) for c in calls if c.status not in EXPECTED | {503}]
-            assert set(statuses) <= EXPECTED | {503}, (statuses, outage, started, odd[:8])
-            assert refused, f"no 503 while PostgreSQL was down: {statuses}"
-            assert all(c.code == 503 for c in refused)
-            # Recovered by itself: after a short grace, everything is answered normally again.
-            late = [c for c in calls if c.at > outage["up"] + 1.5]
-            assert late and all(c.status in EXPECTED for c in late), Counter(c.status for c in late)
-            assert {c.port for c in late if c.status == 200} == set(servers.ports)
-            # A client retries what was refused, same payload and requestId: it is issued once.
-            retries = [Call(c.port, c.path, c.body, c.request_ids) for c in refused]
-
-            def retry(call: Call) -> None:
-                call.status, _ = request(call.port, "POST", call.path, call.body)
-
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                list(pool.map(retry, retries))
-            assert all(c.status in EXPECTED for c in retries), Counter(c.status for c in retries)
+            calls, retries = drive_through_outage(servers, world, "PostgreSQL", stop=cluster.stop_server,
+                                                  start=cluster.start_server, wait=2.0, run_for=9)
         answered = answered_ids(calls + retries)
         problems = in_django(cluster.url, "from tests.test_stress import world_problems\n"
                                           f"print(json.dumps(world_problems({world!r}, {answered!r})))")
