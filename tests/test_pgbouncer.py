@@ -14,12 +14,13 @@ What the switch turns off, and what shows it is needed:
 - prepared statements: with them on behind this PgBouncer, the first test fails at once (a
   statement prepared on one server session is executed on another: 500), tried by hand
   (docs/scaling.md); PgBouncer 1.21+ can track them;
-- server-side cursors (``QuerySet.iterator``): Django's documentation for transaction pooling;
-  not shown failing here (check_ledger passes with them on too, its one chunk being fetched on
-  the session that declared it).
+- server-side cursors (``QuerySet.iterator``): with them on, a chunked walk while another client
+  holds a transaction through the pool fails (the FETCH lands on a session without the cursor),
+  the fourth test; with the switch the same walk reads every row.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -235,3 +236,43 @@ def test_pgbouncer_restart_mid_run_answers_503_recovers_and_loses_nothing(pgboun
         calls, retries = drive_through_outage(servers, world, "PgBouncer", stop=pgbouncer.kill, start=pgbouncer.start,
                                               wait=1.5, run_for=7)
     assert world_problems(world, answered_ids(calls + retries)) == []
+
+
+# A QuerySet.iterator() walked in chunks while another client runs a transaction through the
+# same pool. In autocommit Django declares its server-side cursor WITH HOLD and PgBouncer hands
+# the session back to the pool once the DECLARE's transaction ends; the other client then gets
+# that session (PgBouncer reuses the most recently used one), and the next FETCH goes to another.
+ITERATE_ACROSS_TRANSACTIONS = """
+import psycopg
+from issuance.models import PointsAccount
+from django.db import connection
+rows = PointsAccount.objects.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=1)
+seen = [next(rows)]
+with psycopg.connect({url!r}, autocommit=True, prepare_threshold=None) as other, other.transaction():
+    other.execute("SELECT 1")
+    seen += list(rows)
+print("walked", len(seen), "server-side cursors", not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_server_side_cursors_break_behind_the_pool_and_the_switch_turns_them_off(pgbouncer):
+    from tests import factories as f
+
+    for _ in range(3):
+        f.PointsAccountFactory()
+    connections.close_all()
+    script = ITERATE_ACROSS_TRANSACTIONS.format(url=pgbouncer.url())
+
+    # Everything else PgBouncer needs, but server-side cursors left on: the FETCH reaches a
+    # session where the cursor does not exist.
+    cursors_on = {"DATABASE_TRANSACTION_POOLING": "false", "DATABASE_JIT_OFF_OPTION": "false",
+                  "DATABASE_PREPARED_STATEMENTS": "false"}
+    broken = manage(pgbouncer.url(), "shell", "-c", script, env=cursors_on)
+    assert broken.returncode != 0, broken.stdout
+    assert re.search(r'InvalidCursorName: cursor "_django_curs_\w+" does not exist', broken.stderr), broken.stderr[-2000:]
+
+    # With the switch the iterator reads client-side: the same walk sees every account.
+    walked = manage(pgbouncer.url(), "shell", "-c", script, env=POOLING)
+    assert walked.returncode == 0, walked.stderr[-2000:]
+    assert walked.stdout.splitlines()[-1] == "walked 3 server-side cursors False", walked.stdout
