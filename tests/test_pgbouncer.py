@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import environ
 import psycopg
 import pytest
 from django.conf import settings
@@ -61,6 +62,7 @@ pytestmark = [
     pytest.mark.skipif(PGBOUNCER is None, reason="needs Debian's pgbouncer (make test installs it)"),
 ]
 SERVER_CONNECTIONS = 2
+parse_url = environ.Env.db_url_config
 POOLING = {"DATABASE_TRANSACTION_POOLING": "true"}
 
 
@@ -69,15 +71,19 @@ class PgBouncer:
     ``SERVER_CONNECTIONS`` server connections per database and user, on a loopback port. As
     root it runs as the ``postgres`` user (like the cluster: it refuses to run as root)."""
 
-    def __init__(self):
-        db = connection.settings_dict
+    def __init__(self, url: str | None = None, databases: dict[str, str] | None = None):
+        """In front of the suite's database, or of ``url``'s server; ``databases`` maps more
+        names to servers (PgBouncer's ``[databases]`` lines, e.g. a replica's host and port)."""
+        db = connection.settings_dict if url is None else parse_url(url)
         self.user, self.database = db["USER"], db["NAME"]
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rewards-pgbouncer-"))
         (self.dir / "userlist.txt").write_text(f'"{self.user}" "{db["PASSWORD"] or ""}"\n')
+        lines = [f"{name} = {target}" for name, target in (databases or {}).items()]
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n"
-            f"* = host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}\n"
+            + "".join(f"{line}\n" for line in lines)
+            + f"* = host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.dir / 'userlist.txt'}\n"

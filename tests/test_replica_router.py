@@ -6,6 +6,8 @@ a child process configured as in production: DATABASE_URL on the primary, DATABA
 on the standby. With WAL replay paused on the standby, a reward created on the primary is
 missing from the list (the list reads the standby) while the issue call finds and issues it
 (everything else reads and writes the primary); once replay resumes, the list shows it.
+It runs twice on the same two servers: directly, and with both behind one PgBouncer in
+transaction pooling mode (tests/test_pgbouncer.py's), as docs/scaling.md has an operator run it.
 """
 
 import json
@@ -20,6 +22,7 @@ import pytest
 from django.db import connection
 
 from rewards_site.db_router import ReplicaRouter
+from tests.test_pgbouncer import PGBOUNCER, POOLING, PgBouncer, parse_url
 from tests.test_stress import ROOT, ThrowawayCluster, free_port
 
 PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
@@ -68,7 +71,7 @@ class Standby:
 
 # The app as production runs it, in a child process: primary and replica from the environment.
 _CHILD = r"""
-import json, time
+import json, os, time
 import django
 django.setup()
 from decimal import Decimal
@@ -81,9 +84,10 @@ from tests import factories as f
 from tests.conftest import ISSUE_SINGLE, api_user_for, basic_auth
 
 assert set(settings.DATABASES) == {"default", "replica"}, settings.DATABASES
-org = f.OrganisationFactory(name="Replica", allow_skip_validation=True)
+run = os.environ["REPLICA_TEST_RUN"]  # each run its own org and till login, on the same servers
+org = f.OrganisationFactory(name=f"Replica {run}", allow_skip_validation=True)
 brand = f.BrandFactory(org=org, name="BUKL")
-api_user_for(org)
+api_user_for(org, username=f"till_{run}")
 customer = f.CustomerFactory(org=org, mobile="11223569865")
 f.PointsAccountFactory(customer=customer, opening_balance=Decimal("100"))
 
@@ -108,7 +112,7 @@ def replay(pause):
     with connections["replica"].cursor() as c:
         c.execute("SELECT pg_wal_replay_pause()" if pause else "SELECT pg_wal_replay_resume()")
 
-client = Client(HTTP_AUTHORIZATION=basic_auth("till_user", "pass"))
+client = Client(HTTP_AUTHORIZATION=basic_auth(f"till_{run}", "pass"))
 LIST = f"/api_gateway/rewards/core/v1/user/reward/brand/BUKL?userId={customer.pk}"
 
 def listed():
@@ -139,28 +143,55 @@ print(json.dumps(out))
 """
 
 
-def test_list_reads_come_from_the_streaming_replica_and_everything_else_from_the_primary(tmp_path):
-    primary = ThrowawayCluster(tmp_path / "primary.env")
+@pytest.fixture(scope="module")
+def primary_and_standby(tmp_path_factory):
+    """A primary of the module's own (migrated, wal_level=replica) and its hot standby."""
+    primary = ThrowawayCluster(tmp_path_factory.mktemp("replica") / "primary.env")
     standby = None
     try:
         as_owner(f"{PG_BINDIR}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", primary.port, "-U", "postgres",
                  "-c", "ALTER SYSTEM SET wal_level = 'replica'", "-c", "ALTER SYSTEM SET max_wal_senders = 4")
         primary.stop_server()
         primary.start_server()
-        env = {**os.environ, "DATABASE_URL": primary.url, "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test",
-               "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "DATABASE_URL": primary.url, "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test"}
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True,
                        timeout=300)
         standby = Standby(primary)
-        child = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, capture_output=True, text=True, timeout=180,
-                               env={**env, "DATABASE_REPLICA_URL": standby.url})
-        assert child.returncode == 0, child.stderr[-3000:]
-        out = json.loads(child.stdout.strip().splitlines()[-1])
+        yield primary, standby
     finally:
         if standby is not None:
             standby.destroy()
         primary.destroy()
 
+
+@pytest.mark.parametrize("pooled", [False, pytest.param(True, marks=pytest.mark.skipif(
+    PGBOUNCER is None, reason="needs Debian's pgbouncer (make test installs it)"))], ids=["direct", "pgbouncer"])
+def test_list_reads_come_from_the_streaming_replica_and_everything_else_from_the_primary(primary_and_standby, pooled):
+    """``pgbouncer``: both servers behind one PgBouncer in transaction pooling mode (a database
+    name for each), the app with ``DATABASE_TRANSACTION_POOLING=true``, as docs/scaling.md has
+    an operator run it."""
+    primary, standby = primary_and_standby
+    env = {**os.environ, "DATABASE_URL": primary.url, "DATABASE_REPLICA_URL": standby.url,
+           "DJANGO_SETTINGS_MODULE": "rewards_site.settings.test", "PYTHONPATH": str(ROOT),
+           "REPLICA_TEST_RUN": "pgbouncer" if pooled else "direct"}
+    bouncer = None
+    database = parse_url(primary.url)["NAME"]
+    try:
+        if pooled:
+            bouncer = PgBouncer(primary.url, {"replica": f"host=127.0.0.1 port={standby.port} dbname={database}"})
+            env.update(POOLING, DATABASE_URL=bouncer.url(), DATABASE_REPLICA_URL=bouncer.url("replica"))
+        child = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                               env=env)
+        assert child.returncode == 0, child.stderr[-3000:] + (bouncer.log() if bouncer else "")
+        out = json.loads(child.stdout.strip().splitlines()[-1])
+        stats = {s["database"]: s["total_xact_count"] for s in bouncer.show("STATS")} if bouncer else {}
+    finally:
+        if bouncer is not None:
+            bouncer.stop()
+
+    if pooled:
+        # Both databases' traffic went through the pool.
+        assert stats.get("replica", 0) > 0 and stats.get(database, 0) > 0, stats
     first, second = out["first"], out["second"]
     # Rewards and the catalogue version are read on the replica; the login (auth_user) always on
     # the primary.
