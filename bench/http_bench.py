@@ -19,9 +19,11 @@ explains the method and keeps the figures.
 2. One gunicorn per database (gthread workers of 1 thread with keep-alive, or ``--worker-class
    sync``: a connection per request; loopback, BENCH_VIEWS=1, DEBUG off).
 3. Load from wrk (a separate C process; Lua scripts in bench/wrk/ build the bodies and count
-   statuses) in alternating short rounds: every scenario of every database once per round,
-   what a ratio compares side by side (``RUN_ORDER``), the order rotated each round and
-   reversed every other. pgbench runs the bare SQL in the same rounds.
+   statuses) in alternating short rounds: every scenario of every database once per round.
+   Within a round, what a ratio compares (a group of ``RUN_ORDER``, on every database) takes
+   turns in 1-second slices (``--slice``), A B C C B A …, until each has run ``--seconds``;
+   the slices of a scenario are merged into its row of the round (benchsupport/slices.py).
+   The groups' order rotates each round. pgbench runs the bare SQL in the same rounds.
 4. Prints, per scenario, the medians over rounds of requests/s and p50/p95/p99 latency, the
    CPU the app and PostgreSQL spent per call, queries per call, peak RSS per worker, then the
    ratios and the targets (met / not met). Raw results go to var/bench/<time>.json.
@@ -51,6 +53,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchsupport.slices import grid_of  # noqa: E402
+from benchsupport.slices import merge as merge_slices  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rewards_site.settings.base")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 60)
@@ -77,8 +82,8 @@ PLAN = {
     "10k": ["ping", "issue", "bare", "bulk", "pgbench", "list"],
     "100k-drained": ["ping", "issue", "bare", "bulk", "pgbench"],
 }
-# The order of a round (then rotated round by round): groups of what is compared, each database's
-# scenarios of a group together, then the next database's.
+# The groups of a round (what a ratio compares, taking turns in slices), and the order within
+# one: each database's scenarios of a group together, then the next database's.
 RUN_ORDER = {"ping": (0, 0), "list": (0, 1), "ping-oauth": (0, 2), "list-oauth": (0, 3),
              "issue": (1, 0), "bare": (1, 1), "issue-oauth": (1, 2), "bulk": (2, 0), "bulk-oauth": (2, 1),
              "pgbench": (2, 2)}
@@ -468,7 +473,7 @@ def run_pgbench(url: str, script: Path, seconds: float, clients: int, log_dir: P
         return latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))]
 
     return {"requests": len(latencies), "rps": tps, "p50": pct(50), "p95": pct(95), "p99": pct(99),
-            "s2xx": len(latencies), "s4xx": 0, "s5xx": 0, "errors": 0}
+            "s2xx": len(latencies), "s4xx": 0, "s5xx": 0, "errors": 0, "grid": grid_of(latencies)}
 
 
 # ---------------------------------------------------------------- the run
@@ -556,6 +561,9 @@ def main() -> None:  # noqa: C901, PLR0915
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--queries", help=argparse.SUPPRESS)
+    parser.add_argument("--slice", type=float, default=1.0,
+                        help="seconds per slice: what a ratio compares takes turns in slices this long within a "
+                             "round (0: each scenario runs its --seconds in one go, as before 2026-12-04)")
     parser.add_argument("--rounds", type=int, default=9,
                         help="alternating rounds (medians of 3-5 rounds missed targets by noise alone)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one measured run")
@@ -666,14 +674,30 @@ def main() -> None:  # noqa: C901, PLR0915
         results: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
         loads = []
         started = time.monotonic()
+        groups: dict[int, list] = {}
+        for run in runs:
+            groups.setdefault(RUN_ORDER[run[1]][0], []).append(run)
         for round_ in range(args.rounds):
-            shift = (round_ * 3) % len(runs)
-            order = runs[shift:] + runs[:shift]
-            # Every other round backwards: of two neighbours (list and ping, Basic and OAuth2) each
-            # runs first as often, so a machine slowing down or speeding up favours neither.
-            for key, scenario in (order if round_ % 2 == 0 else order[::-1]):
-                results[(key, scenario)].append(
-                    measure(key, scenario, args.seconds, f"r{round_}p{os.getpid()}"))
+            tag = f"r{round_}p{os.getpid()}"
+            if not args.slice:
+                shift = (round_ * 3) % len(runs)
+                order = runs[shift:] + runs[:shift]
+                # Every other round backwards: of two neighbours (list and ping, Basic and OAuth2) each
+                # runs first as often, so a machine slowing down or speeding up favours neither.
+                for key, scenario in (order if round_ % 2 == 0 else order[::-1]):
+                    results[(key, scenario)].append(measure(key, scenario, args.seconds, tag))
+            else:
+                # A group's runs (what its ratios compare, on every database) take turns in
+                # slices of --slice seconds, A B C C B A A B C …, until each has had --seconds.
+                order = [groups[g] for g in sorted(groups)]
+                for members in order[round_ % len(order):] + order[:round_ % len(order)]:
+                    members = members[round_ % len(members):] + members[:round_ % len(members)]
+                    slices = {run: [] for run in members}
+                    for k in range(max(1, round(args.seconds / args.slice))):
+                        for key, scenario in (members if k % 2 == 0 else members[::-1]):
+                            slices[(key, scenario)].append(measure(key, scenario, args.slice, f"{tag}s{k}"))
+                    for run in members:
+                        results[run].append(merge_slices(slices[run]))
             loads.append(Path("/proc/loadavg").read_text().split()[0])
             print(f"round {round_ + 1}/{args.rounds} done ({time.monotonic() - started:.0f} s, "
                   f"load {loads[-1]})", flush=True)

@@ -57,3 +57,27 @@ def test_pgbench_script_has_every_statement_in_one_transaction():
     assert lines.count("BEGIN;") == 1 and lines[-1] == "COMMIT;"
     assert len([x for x in lines if not x.startswith("\\set")]) == len(STATEMENTS) + 2
     assert "':code'" in script and "%(" not in script
+
+
+def test_slices_merge_into_one_measurement():
+    from benchsupport.slices import grid_of, merge, mixed_percentile
+
+    fast = list(range(1000, 2000))  # 1,000 calls of 1.000-1.999 ms
+    slow = list(range(10000, 10500))  # 500 calls of 10.0-10.5 ms
+    a = {"requests": 1000, "rps": 1000.0, "s2xx": 1000, "s4xx": 0, "s5xx": 0, "errors": 0,
+         "app_cpu_ms": 1.0, "db_cpu_ms": 0.5, "grid": grid_of(fast)}
+    b = {"requests": 500, "rps": 250.0, "s2xx": 499, "s4xx": 1, "s5xx": 0, "errors": 0,
+         "app_cpu_ms": 4.0, "db_cpu_ms": 2.0, "grid": grid_of(slow), "first_error": "400 {...}"}
+    # One slice: its own quantiles.
+    assert mixed_percentile([a], 50) == 1500 and mixed_percentile([a], 95) == 1950
+    merged = merge([a, b])
+    # 1,500 calls in 1 s + 2 s; CPU weighted by calls; counts added.
+    assert merged["rps"] == 500.0 and merged["requests"] == 1500 and merged["s4xx"] == 1
+    assert merged["app_cpu_ms"] == 2.0 and merged["db_cpu_ms"] == 1.0
+    # Two thirds of the calls are the fast ones: the median is fast, p95 and p99 slow, as in
+    # the calls pooled.
+    pooled = sorted(fast + slow)
+    for q in (50, 95, 99):
+        assert abs(merged[f"p{q}"] - pooled[int(q / 100 * len(pooled))]) <= 20, (q, merged[f"p{q}"])
+    assert merged["first_error"] == "400 {...}" and merged["slices"] == 2 and merged["slice_rps"] == [1000.0, 250.0]
+    assert merge([{**a, "app_cpu_ms": None}, b])["app_cpu_ms"] is None  # pgbench: no app CPU

@@ -2,7 +2,8 @@
 -- Settings come from the environment (BENCH_KIND ping|bare|issue|bulk|list, BENCH_PATH, BENCH_AUTH,
 -- BENCH_CUSTOMERS, BENCH_TAG, BENCH_BODY, BENCH_REWARDS); "__CUSTOMER__" in the path or body is
 -- replaced by a random customer id per request. Each issue/bulk reward carries a fresh requestId.
--- done() prints one line "BENCHJSON {...}" with the counts and latency percentiles (microseconds).
+-- done() prints one line "BENCHJSON {...}" with the counts and latency percentiles (microseconds),
+-- also at every point of benchsupport/slices.py's GRID ("grid").
 
 local kind = os.getenv("BENCH_KIND")
 local path = os.getenv("BENCH_PATH")
@@ -81,9 +82,15 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   first = string.gsub(string.gsub(first, "\\", "\\\\"), '"', '\\"')
+  -- Quantiles at benchsupport/slices.py's GRID, to merge short runs of one scenario.
+  local grid = {latency.min}
+  for p = 1, 99 do grid[#grid + 1] = latency:percentile(p) end
+  for _, p in ipairs({99.5, 99.9}) do grid[#grid + 1] = latency:percentile(p) end
+  grid[#grid + 1] = latency.max
   io.write(string.format(
     'BENCHJSON {"requests":%d,"duration_us":%d,"p50":%d,"p95":%d,"p99":%d,"mean":%.1f,' ..
-    '"s2xx":%d,"s4xx":%d,"s5xx":%d,"errors":%d,"first_error":"%s"}\n',
+    '"s2xx":%d,"s4xx":%d,"s5xx":%d,"errors":%d,"first_error":"%s","grid":[%s]}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
-    latency:percentile(99), latency.mean, a, b, c, e.connect + e.read + e.write + e.timeout, first))
+    latency:percentile(99), latency.mean, a, b, c, e.connect + e.read + e.write + e.timeout, first,
+    table.concat(grid, ",")))
 end
